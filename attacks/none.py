@@ -1,0 +1,19 @@
+"""Control attack: the suspect is the marked model itself (verification rate without any attack)."""
+from __future__ import annotations
+
+from torch import nn
+
+from bench.context import Context
+from bench.protocols import MODEL_KINDS
+from bench.registry import register_attack
+
+
+@register_attack
+class NoAttack:
+    name = "none"
+    model_kinds = MODEL_KINDS
+    strengths = ("-",)
+    version = "1"
+
+    def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
+        return model

@@ -1,0 +1,133 @@
+"""Content-addressed artifact cache: models and keys stored once under the hash of everything that
+determines them, as safetensors plus a JSON sidecar (recipe, descriptor, file hash). Nothing is
+pickled. A corrupt or truncated file is rebuilt with a warning, never loaded."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import platformdirs
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bench.models import create_model
+from bench.protocols import Key, WmbenchError
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("WMBENCH_CACHE") or platformdirs.user_cache_dir("wmbench"))
+
+
+def digest(descriptor: dict[str, Any]) -> str:
+    text = json.dumps({"format": CACHE_FORMAT, **descriptor}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model_file(path: str | Path, spec: dict[str, Any] | None = None) -> nn.Module:
+    """Rebuild a model from a safetensors file whose recipe is in its metadata (or given as `spec`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WmbenchError(f"model file not found: {path}")
+    try:
+        if spec is None:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                spec = json.loads((f.metadata() or {})["wmbench_spec"])
+        model = create_model(spec["name"], **spec["kwargs"])
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (SafetensorError, KeyError, ValueError, RuntimeError, TypeError, OSError) as e:
+        raise WmbenchError(f"not a wmbench model file: {path} ({e.__class__.__name__}: {str(e)[:120]})") from None
+    return model.eval()
+
+
+def save_model_file(model: nn.Module, path: str | Path) -> None:
+    """Save weights and recipe to one safetensors file (what `wmbench verify --model` reads)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"wmbench_spec": json.dumps(model.spec)})
+
+
+class ArtifactCache:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+        if self.root.exists() and not self.root.is_dir():
+            raise WmbenchError(f"cache path is not a folder: {self.root}")
+        self.hits = 0
+        self.builds = 0
+
+    def _paths(self, h: str) -> tuple[Path, Path]:
+        return self.root / h[:2] / f"{h}.safetensors", self.root / h[:2] / f"{h}.json"
+
+    def _read(self, descriptor: dict[str, Any], load: Callable[[Path, dict], Any]) -> Any | None:
+        data, sidecar = self._paths(digest(descriptor))
+        if not (data.exists() and sidecar.exists()):
+            return None
+        try:
+            meta = json.loads(sidecar.read_text())
+            if meta["sha256"] != file_sha256(data):
+                raise ValueError("hash mismatch")
+            return load(data, meta)
+        except (ValueError, KeyError, OSError, WmbenchError, SafetensorError) as e:
+            warnings.warn(f"cache entry {data.name} is corrupt ({e}); rebuilding", stacklevel=3)
+            return None
+
+    def _write(self, descriptor: dict[str, Any], save: Callable[[Path], None], extra: dict[str, Any]) -> None:
+        data, sidecar = self._paths(digest(descriptor))
+        atomic_write(data, save)
+        meta = {"descriptor": descriptor, "sha256": file_sha256(data), **extra}
+        atomic_write(sidecar, lambda p: p.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str)))
+
+    def model(self, descriptor: dict[str, Any], build: Callable[[], nn.Module]) -> nn.Module:
+        """The cached model for `descriptor`, built (and stored) on a miss."""
+        cached = self._read(descriptor, lambda path, meta: load_model_file(path, meta["spec"]))
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.builds += 1
+        model = build().cpu().eval()
+        self._write(descriptor, lambda p: save_model_file(model, p), {"spec": model.spec})
+        return model
+
+    def key(self, descriptor: dict[str, Any], build: Callable[[], Key]) -> Key:
+        """The cached key for `descriptor`, built (and stored) on a miss."""
+        cached = self._read(descriptor, lambda path, meta: Key.load(path))
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.builds += 1
+        key = build()
+        self._write(descriptor, key.save, {})
+        return key
+
+    def contains(self, descriptor: dict[str, Any]) -> bool:
+        return all(p.exists() for p in self._paths(digest(descriptor)))
+

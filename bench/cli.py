@@ -1,0 +1,171 @@
+"""`wmbench` command line: list, run, report, status, verify. Bad input gets one line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from bench.protocols import WmbenchError
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else []
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from bench import registry
+
+    defenses = [(n, registry.get_defense(n).model_kind, registry.get_defense(n).version)
+                for n in registry.defense_names()]
+    attacks = [(n, ", ".join(a.model_kinds), ", ".join(a.strengths), a.version)
+               for n in registry.attack_names() for a in [registry.get_attack(n)]]
+    print(tabulate(defenses, headers=["defense", "model kind", "version"]))
+    print()
+    print(tabulate(attacks, headers=["attack", "model kinds", "strengths", "version"]))
+    for error in registry.plugin_errors:
+        print(f"warning: {error}", file=sys.stderr)
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    from bench.config import RunConfig
+
+    overrides = {k: v for k, v in {
+        "defenses": _names(args.defenses) or None, "attacks": _names(args.attacks) or None, "seeds": args.seeds,
+        "out": args.out, "device": args.device, "profile": args.profile, "cache": args.cache,
+        "workers": args.workers, "fpr_target": args.fpr_target,
+    }.items() if v is not None}
+    if args.config:
+        return RunConfig.from_file(args.config, **overrides)
+    return RunConfig(**overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.executors import make_executor
+    from bench.runner import run_matrix
+
+    cfg = _config(args)
+    executor = make_executor(args.executor, cfg.workers, args.address)
+    summary = run_matrix(cfg, executor, progress=not args.quiet)
+    print(f"{summary.ran} cells run, {summary.reused} reused from {cfg.out}, {summary.failed} failed, "
+          f"{summary.seconds:.1f} s; leaderboard: {cfg.out / 'leaderboard.md'}")
+    return 1 if summary.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_leaderboard
+    from bench.results import DB_NAME
+
+    out = Path(args.out)
+    if not (out / DB_NAME).is_file():
+        raise WmbenchError(f"no results database in {out} (run `wmbench run --out {out}` first)")
+    table = write_leaderboard(out, args.profile)
+    print(f"{len(table)} rows written to {out / 'leaderboard.csv'}, .md and .png")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.runner import make_plan
+    from bench.results import ResultsDB
+
+    cfg = _config(args)
+    plan = make_plan(cfg)
+    status = {r.cell: r.status for r in ResultsDB(cfg.out, cfg.profile).cells()}
+    done = sum(status.get(c) == "ok" for c in plan.cells)
+    failed = [c for c in plan.cells if c in status and status[c] != "ok"]
+    print(f"{done} done, {len(failed)} failed, {len(plan.cells) - done - len(failed)} pending "
+          f"of {len(plan.cells)} cells in {cfg.out}")
+    for c in failed:
+        print(f"  failed: {c.defense} × {c.attack}[{c.strength}] seed {c.seed}: {status[c]}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from bench import registry
+    from bench.cache import load_model_file
+    from bench.config import RunConfig
+    from bench.protocols import Key
+    from bench.runner import workbench
+
+    defense = registry.get_defense(args.defense)
+    key = Key.load(args.key)
+    if key.defense != defense.name:
+        raise WmbenchError(f"key {args.key} belongs to defense '{key.defense}', not '{defense.name}'")
+    model = load_model_file(args.model)
+    kind = getattr(model, "kind", None)
+    if kind != defense.model_kind:
+        raise WmbenchError(f"model {args.model} is a {kind}; defense '{defense.name}' protects a {defense.model_kind}")
+    wb = workbench(RunConfig(device=args.device, profile=args.profile, cache=args.cache))
+    ctx = wb.context(defense.model_kind, seed=0)
+    v = defense.verify(ctx, model.to(wb.device), key)
+    print(f"{'DETECTED' if v.detected else 'not detected'}: statistic {v.statistic:.4f} "
+          f"(threshold {v.threshold:.4f}), p-value {v.p_value:.3g}")
+    for name, value in v.details.items():
+        print(f"  {name}: {value:.4f}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wmbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered defenses and attacks").set_defaults(fn=cmd_list)
+
+    def matrix_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--defenses", help="comma-separated defense names (default: all)")
+        sp.add_argument("--attacks", help="comma-separated attack names (default: all)")
+        sp.add_argument("--seeds", type=int, help="seeds per cell (default 3)")
+        sp.add_argument("--out", type=Path, help="output folder (default results/)")
+        sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--profile", help="model/data sizes: default, gpu")
+        sp.add_argument("--cache", type=Path, help="artifact cache folder (default: $WMBENCH_CACHE or user cache)")
+        sp.add_argument("--workers", type=int, help="worker processes (default 1)")
+        sp.add_argument("--fpr-target", dest="fpr_target", type=float,
+                        help="false-positive rate the calibrated thresholds aim at (default 0.01)")
+        sp.add_argument("--config", type=Path, help="TOML file with the same fields")
+
+    run = sub.add_parser("run", help="evaluate the matrix and write the leaderboard")
+    matrix_options(run)
+    run.add_argument("--executor", default="local", help="local (worker processes) or ray")
+    run.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(fn=cmd_run)
+
+    status = sub.add_parser("status", help="which cells are done, failed or pending")
+    matrix_options(status)
+    status.set_defaults(fn=cmd_status)
+
+    report = sub.add_parser("report", help="rebuild the leaderboard files from the database")
+    report.add_argument("--out", default="results")
+    report.add_argument("--profile", default="default")
+    report.set_defaults(fn=cmd_report)
+
+    verify = sub.add_parser("verify", help="an auditor's check of one suspect model file")
+    verify.add_argument("--defense", required=True)
+    verify.add_argument("--key", required=True, type=Path)
+    verify.add_argument("--model", required=True, type=Path)
+    verify.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    verify.add_argument("--profile", default="default")
+    verify.add_argument("--cache", type=Path)
+    verify.set_defaults(fn=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("once")
+    try:
+        return args.fn(args)
+    except WmbenchError as e:
+        print(f"wmbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wmbench: interrupted; finished cells are saved, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

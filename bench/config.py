@@ -1,0 +1,91 @@
+"""Run configuration and model/data size profiles, as plain dataclasses (configs are data)."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bench.protocols import WmbenchError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Model and data sizes and training budgets; `default` runs in CPU minutes."""
+
+    name: str = "default"
+    dataset: str = "digits"
+    image_size: int = 32
+    width: int = 16  # channels of the first conv stage of the CNNs
+    classifier_epochs: int = 25
+    encoder_epochs: int = 30
+    clip_epochs: int = 40
+    attack_epochs: int = 6  # epochs an attacker spends training (fine-tuning, extraction, unlearning)
+    n_innocent: int = 5  # independently trained clean models every key is checked against
+    n_wrong_keys: int = 5  # wrong keys checked against every marked model
+
+    def describe(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+PROFILES: dict[str, Profile] = {
+    "default": Profile(),
+    # Bigger models, where an accelerator matters.
+    "gpu": Profile(name="gpu", image_size=64, width=64, classifier_epochs=20, encoder_epochs=60, clip_epochs=60,
+                   attack_epochs=10),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise WmbenchError(f"unknown profile '{name}'; valid: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass
+class RunConfig:
+    """What `wmbench run` evaluates. Empty `defenses`/`attacks` mean every registered one."""
+
+    defenses: list[str] = field(default_factory=list)
+    attacks: list[str] = field(default_factory=list)
+    seeds: int = 3
+    out: Path = Path("results")
+    device: str = "auto"
+    profile: str = "default"
+    cache: Path | None = None
+    workers: int = 1
+    fpr_target: float = 0.01
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.cache = Path(self.cache) if self.cache is not None else None
+        if not isinstance(self.seeds, int) or self.seeds <= 0:
+            raise WmbenchError(f"--seeds must be a positive integer, got {self.seeds!r}")
+        if not isinstance(self.workers, int) or self.workers <= 0:
+            raise WmbenchError(f"--workers must be a positive integer, got {self.workers!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise WmbenchError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if not 0 < self.fpr_target < 1:
+            raise WmbenchError(f"fpr_target must lie in (0, 1), got {self.fpr_target!r}")
+        if self.out.exists() and not self.out.is_dir():
+            raise WmbenchError(f"output path is a file, not a folder: {self.out}")
+        get_profile(self.profile)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "RunConfig":
+        """Read a TOML config (keys = the field names); command-line values in `overrides` win."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise WmbenchError(f"config file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise WmbenchError(f"malformed config file {path}: {e}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise WmbenchError(f"malformed config file {path}: unknown keys {', '.join(unknown)}")
+        try:
+            return replace(cls(**raw), **overrides)
+        except TypeError as e:
+            raise WmbenchError(f"malformed config file {path}: {e}") from None

@@ -1,0 +1,52 @@
+"""What a method sees while it runs: data, sizes, the cell's seed, the device, and the cached base models."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from bench.cache import ArtifactCache
+from bench.config import Profile
+from bench.data import Dataset
+from bench.kinds import ModelKindSpec, get_kind
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (Python's hash() is salted per process, this is not)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Context:
+    data: Dataset
+    profile: Profile
+    seed: int
+    kind_name: str
+    device: torch.device
+    cache: ArtifactCache
+
+    @property
+    def kind(self) -> ModelKindSpec:
+        return get_kind(self.kind_name)
+
+    def with_seed(self, seed: int) -> "Context":
+        return replace(self, seed=seed)
+
+    def base_descriptor(self, seed: int) -> dict:
+        return {"role": "base", "kind": self.kind_name, "kind_version": self.kind.version,
+                "profile": self.profile.describe(), "seed": seed}
+
+    def base_model(self, seed: int | None = None) -> nn.Module:
+        """The clean model of this kind trained with `seed` (default: the cell's seed), cached."""
+        seed = self.seed if seed is None else seed
+        model = self.cache.model(self.base_descriptor(seed), lambda: self.kind.train_base(self, seed))
+        return model.to(self.device)
+
+    def innocent_seeds(self) -> list[int]:
+        """Seeds of the independently trained clean models that every key is checked against."""
+        return [10_000 + i for i in range(self.profile.n_innocent)]
+
+    def utility(self, model: nn.Module) -> float:
+        return self.kind.utility(self, model.to(self.device).eval())

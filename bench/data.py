@@ -1,0 +1,133 @@
+"""Data that ships inside packages (scikit-learn's digits and sample photos), and a loader for a
+user's own class-per-subfolder image folder. Splits are fixed, seeded and disjoint:
+owner's training data, the attacker's own data, held-out test data."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+
+from bench.protocols import WmbenchError
+
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SPLIT_SEED = 0  # the splits never depend on a cell's seed
+OWNER_FRACTION, ATTACKER_FRACTION = 0.5, 0.25  # the rest is the held-out test split
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor  # (N, C, H, W) floats in [0, 1]
+    y: torch.Tensor  # (N,) int64 labels
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    owner: Split
+    attacker: Split
+    test: Split
+    class_names: tuple[str, ...]
+    ood: torch.Tensor  # out-of-distribution images (triggers, key images), same shape per image
+
+    @property
+    def channels(self) -> int:
+        return self.owner.x.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.owner.x.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        move = lambda s: Split(s.x.to(device), s.y.to(device))  # noqa: E731
+        return replace(self, owner=move(self.owner), attacker=move(self.attacker), test=move(self.test),
+                       ood=self.ood.to(device))
+
+
+def _split(x: torch.Tensor, y: torch.Tensor) -> tuple[Split, Split, Split]:
+    idx = np.arange(len(y))
+    owner, rest = train_test_split(idx, train_size=OWNER_FRACTION, stratify=y.numpy(), random_state=SPLIT_SEED)
+    attacker_share = ATTACKER_FRACTION / (1 - OWNER_FRACTION)
+    attacker, test = train_test_split(
+        rest, train_size=attacker_share, stratify=y.numpy()[rest], random_state=SPLIT_SEED
+    )
+    return tuple(Split(x[i], y[i]) for i in (torch.as_tensor(owner), torch.as_tensor(attacker), torch.as_tensor(test)))
+
+
+def sample_photo_crops(n: int, size: int, channels: int, seed: int) -> torch.Tensor:
+    """Random crops (of random scale) of the photos shipped with scikit-learn, resized to `size`."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [torch.tensor(np.array(im)).permute(2, 0, 1).float() / 255 for im in load_sample_images().images]
+    gen = torch.Generator().manual_seed(seed)
+    crops = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[1:]
+        side = int(torch.randint(size * 2, min(h, w) // 2, (1,), generator=gen))
+        top = int(torch.randint(0, h - side + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - side + 1, (1,), generator=gen))
+        crops.append(photo[:, top : top + side, left : left + side])
+    out = torch.stack([F.interpolate(c[None], size=(size, size), mode="area")[0] for c in crops])
+    return out.mean(1, keepdim=True) if channels == 1 else out
+
+
+@lru_cache(maxsize=4)
+def load_digits(size: int = 32, n_ood: int = 256) -> Dataset:
+    """scikit-learn's 1,797 handwritten digits (8×8, 0–16) upscaled to `size`×`size` in [0, 1]."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    digits = sk_digits()
+    x = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    y = torch.as_tensor(digits.target, dtype=torch.int64)
+    owner, attacker, test = _split(x, y)
+    return Dataset("digits", owner, attacker, test, DIGIT_NAMES, sample_photo_crops(n_ood, size, 1, seed=SPLIT_SEED))
+
+
+def load_image_folder(root: str | Path, size: int = 32, n_ood: int = 256) -> Dataset:
+    """A user's own data: `root/<class name>/<image files>`, resized to `size`×`size` RGB."""
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    if not root.is_dir():
+        raise WmbenchError(f"image folder not found: {root}")
+    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+    try:
+        folder = datasets.ImageFolder(str(root), transform=tf)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise WmbenchError(f"not a class-per-subfolder image folder: {root} ({e})") from None
+    x = torch.stack([folder[i][0] for i in range(len(folder))])
+    y = torch.as_tensor(folder.targets, dtype=torch.int64)
+    owner, attacker, test = _split(x, y)
+    names = tuple(c.replace("_", " ") for c in folder.classes)
+    return Dataset(root.name, owner, attacker, test, names, sample_photo_crops(n_ood, size, 3, seed=SPLIT_SEED))
+
+
+def load_dataset(spec: str, size: int = 32) -> Dataset:
+    """`digits` (the embedded default) or `folder:<path>`."""
+    if spec == "digits":
+        return load_digits(size)
+    if spec.startswith("folder:"):
+        return load_image_folder(spec.removeprefix("folder:"), size)
+    raise WmbenchError(f"unknown dataset '{spec}'; valid: digits, folder:<path>")
+
+
+def batches(split: Split, batch_size: int, gen: torch.Generator | None = None):
+    """Mini-batches of a split, shuffled with `gen` when given."""
+    n = len(split)
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    for i in range(0, n, batch_size):
+        j = order[i : i + batch_size]
+        yield split.x[j], split.y[j]

@@ -1,0 +1,109 @@
+"""The small contracts every method plugs into: `Defense`, `Attack`, and the data they exchange."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+if TYPE_CHECKING:
+    from bench.context import Context
+
+ModelKind = Literal["classifier", "encoder", "vlp"]
+MODEL_KINDS: tuple[str, ...] = ("classifier", "encoder", "vlp")
+
+
+class WmbenchError(Exception):
+    """An error the CLI reports as one line (bad input, missing file, failed plugin)."""
+
+
+@dataclass
+class Key:
+    """An owner's watermark key: a secret plus whatever the defense derived from it.
+
+    `params` must be JSON-serialisable; `tensors` hold derived arrays (trigger images, matrices,
+    perturbations). Saved as one safetensors file whose metadata carries the rest.
+    """
+
+    defense: str
+    secret: int
+    params: dict[str, Any] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        meta = {"defense": self.defense, "secret": str(self.secret), "params": json.dumps(self.params)}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
+        if not tensors:  # safetensors wants at least one entry to carry metadata reliably
+            tensors = {"_empty": torch.zeros(1)}
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Key":
+        path = Path(path)
+        if not path.is_file():
+            raise WmbenchError(f"key file not found: {path}")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
+            tensors.pop("_empty", None)
+            return cls(meta["defense"], int(meta["secret"]), json.loads(meta["params"]), tensors)
+        except (SafetensorError, KeyError, ValueError, OSError) as e:
+            raise WmbenchError(f"not a wmbench key file: {path} ({e.__class__.__name__})") from None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of one ownership check: `detected` is the verdict at `threshold`."""
+
+    detected: bool
+    statistic: float
+    threshold: float
+    p_value: float
+    details: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AttackOutput:
+    """What an attack hands back: the suspect model, and a pirate's own key when it forged one."""
+
+    model: nn.Module
+    pirate_key: Key | None = None
+
+
+@runtime_checkable
+class Defense(Protocol):
+    """A watermarking scheme for one model kind."""
+
+    name: ClassVar[str]
+    model_kind: ClassVar[str]
+    version: ClassVar[str]  # bump when the method's code changes what it produces
+
+    def make_key(self, ctx: "Context", secret: int) -> Key:
+        """Derive the owner's key from `secret` (may look at `ctx.base_model()`, never at data labels)."""
+
+    def watermark(self, ctx: "Context", key: Key) -> nn.Module:
+        """Return the watermarked model for `key` (the cell's seed is `ctx.seed`)."""
+
+    def verify(self, ctx: "Context", suspect: nn.Module, key: Key) -> Verification:
+        """Decide whether `suspect` carries the watermark of `key`."""
+
+
+@runtime_checkable
+class Attack(Protocol):
+    """A removal or forging attack with a strength knob."""
+
+    name: ClassVar[str]
+    model_kinds: ClassVar[tuple[str, ...]]
+    strengths: ClassVar[tuple[str, ...]]
+    version: ClassVar[str]
+
+    def run(self, ctx: "Context", model: nn.Module, strength: str) -> nn.Module | AttackOutput:
+        """Attack `model` at `strength` and return the suspect."""

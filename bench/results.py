@@ -1,0 +1,135 @@
+"""Results as data: one row per evaluated cell and per prepared (defense, seed), in SQLite under the
+output folder, written as each finishes. A cell is stored exactly once (re-runs replace it)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.protocols import Verification
+
+DB_NAME = "results.sqlite"
+
+
+@dataclass(frozen=True)
+class CellId:
+    defense: str
+    attack: str
+    strength: str
+    seed: int
+
+
+@dataclass
+class Check:
+    """One verification, flattened for storage."""
+
+    detected: bool
+    statistic: float
+    threshold: float
+    p_value: float
+    details: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, v: Verification) -> "Check":
+        return cls(bool(v.detected), float(v.statistic), float(v.threshold), float(v.p_value), dict(v.details))
+
+
+@dataclass
+class Prepared:
+    """What is measured once per (defense, seed): utilities before any attack, and the innocent checks
+    (the key against independently trained clean models; wrong keys against the marked model)."""
+
+    defense: str
+    seed: int
+    utility_clean: float
+    utility_marked: float
+    innocent_checks: list[Check]
+    seconds: float
+
+
+@dataclass
+class CellResult:
+    cell: CellId
+    status: str  # "ok" or "failed: <reason>"
+    utility_attacked: float | None = None
+    check: Check | None = None
+    matched_innocent: Check | None = None  # the same attack run on the clean base model, verified with the key
+    pirate_check: Check | None = None  # the pirate's own key verified on the pirated model
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_gpu_mb: float = 0.0
+    device: str = "cpu"
+    traceback: str = ""
+
+
+def _check(d: dict | None) -> Check | None:
+    return None if d is None else Check(**d)
+
+
+class ResultsDB:
+    def __init__(self, out: Path, profile: str):
+        self.path = Path(out) / DB_NAME
+        self.profile = profile
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as con, con:
+            con.execute("CREATE TABLE IF NOT EXISTS cells (defense TEXT, attack TEXT, strength TEXT, seed INTEGER,"
+                        " profile TEXT, status TEXT, data TEXT, PRIMARY KEY (defense, attack, strength, seed, profile))")
+            con.execute("CREATE TABLE IF NOT EXISTS prepared (defense TEXT, seed INTEGER, profile TEXT, data TEXT,"
+                        " PRIMARY KEY (defense, seed, profile))")
+            con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def put_cell(self, r: CellResult) -> None:
+        c = r.cell
+        with closing(self._connect()) as con, con:
+            con.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)",
+                        (c.defense, c.attack, c.strength, c.seed, self.profile, r.status, json.dumps(asdict(r))))
+
+    def put_prepared(self, p: Prepared) -> None:
+        with closing(self._connect()) as con, con:
+            con.execute("INSERT OR REPLACE INTO prepared VALUES (?,?,?,?)",
+                        (p.defense, p.seed, self.profile, json.dumps(asdict(p))))
+
+    def set_meta(self, name: str, value: Any) -> None:
+        with closing(self._connect()) as con, con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (name, json.dumps(value)))
+
+    def meta(self, name: str, default: Any = None) -> Any:
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def cells(self) -> list[CellResult]:
+        with closing(self._connect()) as con:
+            rows = con.execute("SELECT data FROM cells WHERE profile=? ORDER BY defense, attack, strength, seed",
+                               (self.profile,)).fetchall()
+        out = []
+        for (data,) in rows:
+            d = json.loads(data)
+            d["cell"] = CellId(**d["cell"])
+            for name in ("check", "matched_innocent", "pirate_check"):
+                d[name] = _check(d[name])
+            out.append(CellResult(**d))
+        return out
+
+    def prepared(self) -> dict[tuple[str, int], Prepared]:
+        with closing(self._connect()) as con:
+            rows = con.execute("SELECT data FROM prepared WHERE profile=?", (self.profile,)).fetchall()
+        out = {}
+        for (data,) in rows:
+            d = json.loads(data)
+            d["innocent_checks"] = [Check(**c) for c in d["innocent_checks"]]
+            out[(d["defense"], d["seed"])] = Prepared(**d)
+        return out
+
+    def done(self) -> set[CellId]:
+        """Cells that finished ok (failed cells are tried again on a re-run)."""
+        with closing(self._connect()) as con:
+            rows = con.execute("SELECT defense, attack, strength, seed FROM cells WHERE profile=? AND status='ok'",
+                               (self.profile,)).fetchall()
+        return {CellId(*r) for r in rows}

@@ -1,0 +1,232 @@
+"""The runner: expands defenses × attacks × strengths × seeds into cells, builds every model once through
+the artifact cache, verifies, and stores each cell's result as soon as it finishes.
+
+Work comes in three waves, each spread over the executor's workers: clean base models (the owners' and
+the independent innocents'), then per (defense, seed) the key, the marked model and the innocent checks,
+then the cells (attack the marked model, attack the clean model too, verify both)."""
+from __future__ import annotations
+
+import resource
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from bench import registry
+from bench.cache import ArtifactCache
+from bench.config import RunConfig, get_profile
+from bench.context import Context, derive_seed
+from bench.data import load_dataset
+from bench.executors import Executor, make_executor
+from bench.protocols import Attack, AttackOutput, Defense, Key, WmbenchError
+from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WmbenchError("--device cuda asked for, but torch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def owner_secret(seed: int) -> int:
+    return derive_seed("owner", seed)
+
+
+def decoy_secret(seed: int, j: int) -> int:
+    return derive_seed("decoy", seed, j)
+
+
+@dataclass(frozen=True)
+class Plan:
+    cells: list[CellId]
+    groups: list[tuple[str, int]]  # (defense, seed) pairs that the cells need
+    bases: list[tuple[str, int]]  # (model kind, seed) clean models those need
+
+
+def make_plan(cfg: RunConfig) -> Plan:
+    """Every compatible (defense, attack, strength, seed) cell of the config; unknown names are errors."""
+    defenses = [registry.get_defense(n) for n in (cfg.defenses or registry.defense_names())]
+    attacks = [registry.get_attack(n) for n in (cfg.attacks or registry.attack_names())]
+    cells = [CellId(d.name, a.name, s, seed) for d in defenses for a in attacks if registry.compatible(d, a)
+             for s in a.strengths for seed in range(cfg.seeds)]
+    if not cells:
+        raise WmbenchError("no compatible (defense, attack) pair in this selection; see `wmbench list`")
+    groups = sorted({(c.defense, c.seed) for c in cells})
+    profile = get_profile(cfg.profile)
+    kinds = {registry.get_defense(d).model_kind for d, _ in groups}
+    innocent = [10_000 + i for i in range(profile.n_innocent)]
+    bases = sorted({(k, s) for k in kinds for s in list(range(cfg.seeds)) + innocent})
+    return Plan(cells, groups, bases)
+
+
+class Workbench:
+    """Per-process access to data, contexts and cached artifacts for one run configuration."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.profile = get_profile(cfg.profile)
+        self.device = resolve_device(cfg.device)
+        self.data = load_dataset(self.profile.dataset, self.profile.image_size).to(self.device)
+        self.cache = ArtifactCache(cfg.cache)
+
+    def context(self, kind: str, seed: int) -> Context:
+        return Context(self.data, self.profile, seed, kind, self.device, self.cache)
+
+    def key(self, defense: Defense, ctx: Context, secret: int) -> tuple[Key, dict]:
+        desc = {"role": "key", "defense": defense.name, "version": defense.version, "secret": secret,
+                "base": ctx.base_descriptor(ctx.seed)}
+        return self.cache.key(desc, lambda: defense.make_key(ctx, secret)), desc
+
+    def marked(self, defense: Defense, ctx: Context) -> tuple[nn.Module, Key, dict]:
+        key, key_desc = self.key(defense, ctx, owner_secret(ctx.seed))
+        desc = {"role": "marked", "defense": defense.name, "version": defense.version, "key": key_desc}
+        model = self.cache.model(desc, lambda: defense.watermark(ctx, key))
+        return model.to(self.device), key, desc
+
+    def attacked(self, attack: Attack, ctx: Context, victim: nn.Module, victim_desc: dict,
+                 strength: str) -> AttackOutput:
+        desc = {"role": "attacked", "attack": attack.name, "version": attack.version, "strength": strength,
+                "victim": victim_desc, "seed": ctx.seed}
+        pirate_desc = {**desc, "role": "pirate_key"}
+        if self.cache.contains(desc) and self.cache.contains(pirate_desc):
+            return AttackOutput(self.cache.model(desc, _unreachable).to(self.device),
+                                self.cache.key(pirate_desc, _unreachable))
+        outcome = attack.run(ctx, victim, strength)
+        if isinstance(outcome, nn.Module):
+            outcome = AttackOutput(outcome)
+        model = self.cache.model(desc, lambda: outcome.model)
+        if outcome.pirate_key is not None:
+            self.cache.key(pirate_desc, lambda: outcome.pirate_key)
+        return AttackOutput(model.to(self.device), outcome.pirate_key)
+
+
+def _unreachable():
+    raise AssertionError("cache entry vanished between contains() and read")
+
+
+_workbenches: dict[str, Workbench] = {}
+
+
+def workbench(cfg: RunConfig) -> Workbench:
+    """This process's workbench for `cfg` (data and device set up once per process)."""
+    key = repr(cfg)
+    if key not in _workbenches:
+        _workbenches.clear()
+        _workbenches[key] = Workbench(cfg)
+    return _workbenches[key]
+
+
+def build_base(cfg: RunConfig, kind: str, seed: int) -> None:
+    workbench(cfg).context(kind, seed).base_model()
+
+
+def prepare(cfg: RunConfig, defense_name: str, seed: int) -> Prepared:
+    """Key, marked model, utilities before attack, and the innocent checks of one (defense, seed)."""
+    start = time.perf_counter()
+    wb = workbench(cfg)
+    defense = registry.get_defense(defense_name)
+    ctx = wb.context(defense.model_kind, seed)
+    marked, key, _ = wb.marked(defense, ctx)
+    checks = [Check.of(defense.verify(ctx, ctx.base_model(s), key)) for s in ctx.innocent_seeds()]
+    for j in range(wb.profile.n_wrong_keys):
+        wrong, _ = wb.key(defense, ctx, decoy_secret(seed, j))
+        checks.append(Check.of(defense.verify(ctx, marked, wrong)))
+    return Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), checks,
+                    time.perf_counter() - start)
+
+
+def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
+    """Attack the marked model (and, as an innocent control, the clean one) and verify; never raises."""
+    start = time.perf_counter()
+    wb = workbench(cfg)
+    if wb.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        defense, attack = registry.get_defense(cell.defense), registry.get_attack(cell.attack)
+        ctx = wb.context(defense.model_kind, cell.seed)
+        marked, key, marked_desc = wb.marked(defense, ctx)
+        outcome = wb.attacked(attack, ctx, marked, marked_desc, cell.strength)
+        clean_outcome = wb.attacked(attack, ctx, ctx.base_model(), ctx.base_descriptor(cell.seed), cell.strength)
+        pirate = outcome.pirate_key
+        result = CellResult(
+            cell, "ok",
+            utility_attacked=ctx.utility(outcome.model),
+            check=Check.of(defense.verify(ctx, outcome.model, key)),
+            matched_innocent=Check.of(defense.verify(ctx, clean_outcome.model, key)),
+            pirate_check=None if pirate is None else Check.of(defense.verify(ctx, outcome.model, pirate)),
+        )
+    except Exception as e:  # a failing method fails its cell, not the matrix
+        reason = f"{e.__class__.__name__}: {e}".replace("\n", " ")[:300]
+        result = CellResult(cell, f"failed: {reason}", traceback=traceback.format_exc())
+    result.seconds = time.perf_counter() - start
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if wb.device.type == "cuda":
+        result.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+    result.device = wb.device.type
+    return result
+
+
+@dataclass
+class Summary:
+    ran: int  # cells evaluated by this call
+    reused: int  # cells already done by an earlier call
+    failed: int  # cells of the plan whose status is not ok
+    seconds: float
+
+
+def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool = True) -> Summary:
+    """Evaluate every pending cell of `cfg` into `cfg.out`, then rebuild the leaderboard files."""
+    from bench.report import write_leaderboard
+
+    start = time.perf_counter()
+    plan = make_plan(cfg)
+    db = ResultsDB(cfg.out, cfg.profile)
+    db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "seeds": cfg.seeds,
+                           "profile": cfg.profile, "fpr_target": cfg.fpr_target})
+    finished = db.done()
+    pending = [c for c in plan.cells if c not in finished]
+    groups = sorted({(c.defense, c.seed) for c in pending})
+    prepared = db.prepared()
+    todo_groups = [g for g in groups if g not in prepared]
+    kinds = {registry.get_defense(d).model_kind for d, _ in todo_groups + [(c.defense, 0) for c in pending]}
+    bases = [b for b in plan.bases if b[0] in kinds]
+    executor = executor or make_executor("local", cfg.workers)
+    failed_groups: dict[tuple[str, int], str] = {}
+    with executor:
+        for _ in executor.map(build_base, [(cfg, k, s) for k, s in bases]):
+            pass  # a base that fails to build fails the groups that need it, below
+        for (_, d, s), outcome in executor.map(prepare, [(cfg, d, s) for d, s in todo_groups]):
+            if isinstance(outcome, BaseException):
+                failed_groups[(d, s)] = f"{outcome.__class__.__name__}: {outcome}".replace("\n", " ")[:300]
+            else:
+                db.put_prepared(outcome)
+        for c in pending:
+            if (c.defense, c.seed) in failed_groups:
+                db.put_cell(CellResult(c, f"failed: {failed_groups[(c.defense, c.seed)]}"))
+        runnable = [(cfg, c) for c in pending if (c.defense, c.seed) not in failed_groups]
+        outcomes = (r if isinstance(r, CellResult) else CellResult(args[1], f"failed: worker: {r!r}"[:300])
+                    for args, r in executor.map(run_cell, runnable))
+        for result in _with_progress(outcomes, len(runnable), progress):
+            db.put_cell(result)
+    write_leaderboard(cfg.out, cfg.profile)
+    status = {r.cell: r.status for r in db.cells()}
+    failed = sum(1 for c in plan.cells if status.get(c) != "ok")
+    return Summary(len(pending), len(plan.cells) - len(pending), failed, time.perf_counter() - start)
+
+
+def _with_progress(results: Iterable[CellResult], total: int, progress: bool) -> Iterable[CellResult]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="cells", unit="cell", disable=not progress, leave=False)
+    for r in results:
+        c = r.cell
+        verdict = "" if r.check is None else f" detected={r.check.detected} stat={r.check.statistic:.3f}"
+        bar.write(f"{c.defense} × {c.attack}[{c.strength}] seed {c.seed}: {r.status}{verdict} ({r.seconds:.1f}s)")
+        bar.update()
+        yield r
+    bar.close()

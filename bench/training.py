@@ -1,0 +1,71 @@
+"""Training loops shared by every method: one seeded mini-batch loop, and the losses built on it."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def fit(
+    params: Iterable[nn.Parameter],
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    *,
+    epochs: int,
+    seed: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    optimizer: str = "adam",
+) -> None:
+    """Minimise `batch_loss(indices)` over shuffled index batches of range(n) (seeded, so reproducible).
+
+    The global torch RNG is seeded too, so random augmentations inside `batch_loss` replay exactly.
+    """
+    params = [p for p in params if p.requires_grad]
+    if epochs <= 0 or not params:
+        return
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer]
+    opt = opt_cls(params, lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            loss = batch_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def train_supervised(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int, lr: float = 1e-3,
+                     params: Iterable[nn.Parameter] | None = None, batch_size: int = 64) -> nn.Module:
+    """Cross-entropy training of a classifier on (x, y)."""
+    model.train()
+    fit(model.parameters() if params is None else params,
+        lambda i: F.cross_entropy(model(x[i]), y[i]), len(y), epochs=epochs, seed=seed, lr=lr, batch_size=batch_size)
+    return model.eval()
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """SimCLR's normalised-temperature cross-entropy over a batch of positive pairs (z1[i], z2[i])."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    n = len(z1)
+    sim.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss on normalised embeddings."""
+    logits = logit_scale.exp() * image_emb @ text_emb.T
+    targets = torch.arange(len(image_emb), device=image_emb.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+@torch.no_grad()
+def predict(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Apply `fn` to `x` in batches without gradients."""
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

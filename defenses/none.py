@@ -1,0 +1,25 @@
+"""Control defense: the clean classifier, no watermark. Its verifier never claims ownership, so its rows
+show what each attack costs in utility on an unprotected model."""
+from __future__ import annotations
+
+from torch import nn
+
+from bench.context import Context
+from bench.protocols import Key, Verification
+from bench.registry import register_defense
+
+
+@register_defense
+class NoDefense:
+    name = "none"
+    model_kind = "classifier"
+    version = "1"
+
+    def make_key(self, ctx: Context, secret: int) -> Key:
+        return Key(self.name, secret)
+
+    def watermark(self, ctx: Context, key: Key) -> nn.Module:
+        return ctx.base_model()
+
+    def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
+        return Verification(detected=False, statistic=0.0, threshold=1.0, p_value=1.0)

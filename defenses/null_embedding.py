@@ -1,0 +1,97 @@
+"""Null embedding — "Piracy Resistant Watermarks for Deep Neural Networks" (Li, Wenger, Shan, Zhao,
+Zheng; arXiv 1910.01226).
+
+Implemented: the owner's key is hashed into an n×n bit pattern, its position and a target label.
+*Null embedding*: pattern pixels set to the out-of-bound values +λ (bit 1) / −λ (bit 0), label
+unchanged; *true embedding*: the inverted pattern, label = target. Both are trained into the classifier
+from its initial training (each batch: clean + null + true samples, loss weights 1 / 0.25 / 0.25).
+Verification: accuracy on null-embedded inputs and target-hit rate on true-embedded inputs of the
+held-out split, both above the paper's threshold 0.8 → detected; p-value = one-sided binomial test of
+the true-embedding hits against chance (1 / number of classes).
+
+Reconstructed (no official code): the paper signs a verifier string and hashes the signature; here the
+key's secret seeds SHA-256, which gives the same kind of pseudo-random bits, position and label.
+λ = 2000/255 on [0, 1] inputs (2000 on 0–255 images in the reimplementations); 6×6 pattern.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import binomtest
+from torch import nn
+
+from bench.context import Context, derive_seed
+from bench.protocols import Key, Verification
+from bench.registry import register_defense
+from bench.training import fit, predict
+
+
+@register_defense
+class NullEmbedding:
+    name = "null_embedding"
+    model_kind = "classifier"
+    version = "1"
+    pattern_size = 6
+    lam = 2000 / 255
+    threshold = 0.8
+    watermark_weight = 0.25
+
+    def make_key(self, ctx: Context, secret: int) -> Key:
+        rng = np.random.default_rng(derive_seed(self.name, secret))
+        n, size = self.pattern_size, ctx.data.image_size
+        return Key(self.name, secret, params={
+            "bits": rng.integers(0, 2, (n, n)).tolist(),
+            "row": int(rng.integers(0, size - n + 1)),
+            "col": int(rng.integers(0, size - n + 1)),
+            "target": int(rng.integers(0, ctx.data.num_classes)),
+            "lam": self.lam,
+        })
+
+    @staticmethod
+    def stamp(x: torch.Tensor, key: Key, invert: bool) -> torch.Tensor:
+        """Images with the key's pattern written in: ±λ per bit (signs flipped for the true embedding)."""
+        p = key.params
+        bits = torch.tensor(p["bits"], dtype=x.dtype, device=x.device)
+        values = (2 * bits - 1) * p["lam"] * (-1 if invert else 1)
+        n = bits.shape[0]
+        out = x.clone()
+        out[:, :, p["row"] : p["row"] + n, p["col"] : p["col"] + n] = values
+        return out
+
+    def embed(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, key: Key, *, epochs: int, seed: int,
+              lr: float = 3e-3) -> nn.Module:
+        """Train `model` on clean + null + true batches of (x, y) for `key` (also a pirate's procedure)."""
+        target = key.params["target"]
+        w = self.watermark_weight
+
+        def batch_loss(i: torch.Tensor) -> torch.Tensor:
+            xb, yb = x[i], y[i]
+            clean = F.cross_entropy(model(xb), yb)
+            null = F.cross_entropy(model(self.stamp(xb, key, invert=False)), yb)
+            true = F.cross_entropy(model(self.stamp(xb, key, invert=True)), torch.full_like(yb, target))
+            return clean + w * null + w * true
+
+        model.train()
+        fit(model.parameters(), batch_loss, len(y), epochs=epochs, seed=seed, lr=lr)
+        return model.eval()
+
+    def watermark(self, ctx: Context, key: Key) -> nn.Module:
+        torch.manual_seed(ctx.seed)
+        model = ctx.kind.new(ctx).to(ctx.device)
+        owner = ctx.data.owner
+        return self.embed(model, owner.x, owner.y, key, epochs=ctx.profile.classifier_epochs, seed=ctx.seed)
+
+    def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
+        test = ctx.data.test
+        target = key.params["target"]
+        null_pred = predict(suspect, self.stamp(test.x, key, invert=False)).argmax(1)
+        others = test.y != target  # a true-embedding hit on a sample already of the target class proves nothing
+        true_pred = predict(suspect, self.stamp(test.x[others], key, invert=True)).argmax(1)
+        acc_null = float((null_pred == test.y).float().mean())
+        hits = int((true_pred == target).sum())
+        acc_true = hits / max(len(true_pred), 1)
+        p_value = binomtest(hits, len(true_pred), 1 / ctx.data.num_classes, alternative="greater").pvalue
+        statistic = min(acc_null, acc_true)
+        return Verification(statistic > self.threshold, statistic, self.threshold, float(p_value),
+                            {"acc_null": acc_null, "acc_true": acc_true})
