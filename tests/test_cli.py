@@ -1,0 +1,67 @@
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_list_shows_methods_and_strengths(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "null_embedding" in out and "0.9+ft" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--defenses", "nope"], "unknown defense 'nope'; valid:"),
+    (["run", "--attacks", "fine_tuning,nope"], "unknown attack 'nope'; valid:"),
+    (["run", "--seeds", "0"], "--seeds must be a positive integer"),
+    (["report", "--out", "/nonexistent-wmbench"], "no results database"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["run", "--out", str(f)]) == 2
+    assert "output path is a file" in capsys.readouterr().err
+
+
+def test_malformed_config_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seeds = [unclosed")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "malformed config file" in capsys.readouterr().err
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("speed = 3")
+    assert main(["run", "--config", str(unknown)]) == 2
+    assert "unknown keys speed" in capsys.readouterr().err
+
+
+def test_verify_command_on_a_marked_model(make_ctx, tmp_path):
+    from bench.cache import save_model_file
+    from bench.registry import get_defense
+
+    defense, ctx = get_defense("null_embedding"), make_ctx("classifier", 0)
+    key = defense.make_key(ctx, secret=1234)
+    model = ctx.cache.model({"test": "null_embedding_marked", "secret": 1234}, lambda: defense.watermark(ctx, key))
+    key.save(tmp_path / "key.safetensors")
+    save_model_file(model, tmp_path / "model.safetensors")
+    save_model_file(ctx.base_model(), tmp_path / "clean.safetensors")
+    result = run_cli("verify", "--defense", "null_embedding", "--key", str(tmp_path / "key.safetensors"),
+                     "--model", str(tmp_path / "model.safetensors"), "--device", "cpu")
+    assert result.returncode == 0 and result.stdout.startswith("DETECTED"), result.stderr
+    clean = run_cli("verify", "--defense", "null_embedding", "--key", str(tmp_path / "key.safetensors"),
+                    "--model", str(tmp_path / "clean.safetensors"), "--device", "cpu")
+    assert clean.stdout.startswith("not detected")
+    missing = run_cli("verify", "--defense", "null_embedding", "--key", str(tmp_path / "nokey"),
+                      "--model", str(tmp_path / "model.safetensors"))
+    assert missing.returncode == 2 and "key file not found" in missing.stderr

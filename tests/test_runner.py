@@ -1,0 +1,66 @@
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from bench.report import COLUMNS
+from bench.results import CellId, ResultsDB
+from bench.runner import make_plan, run_cell, run_matrix
+from bench.protocols import WmbenchError
+
+REQUIRED = ["defense", "attack", "strength", "n_seeds", "utility_clean", "utility_marked", "utility_attacked",
+            "verification_rate", "false_positive_rate", "p_value_median", "seconds", "status"]
+
+
+def test_plan_expands_compatible_pairs(run_config):
+    plan = make_plan(run_config(defenses=["null_embedding"], attacks=["none", "pruning"], seeds=2))
+    assert len(plan.cells) == 2 * (1 + 5)
+    assert CellId("null_embedding", "pruning", "0.9", 1) in plan.cells
+
+
+def test_unknown_names_are_errors(run_config):
+    with pytest.raises(WmbenchError, match="unknown defense 'nope'"):
+        make_plan(run_config(defenses=["nope"]))
+
+
+def test_matrix_writes_leaderboard_and_resumes(run_config):
+    cfg = run_config(defenses=["null_embedding"], attacks=["none", "pruning"])
+    first = run_matrix(cfg, progress=False)
+    assert (first.ran, first.failed) == (6, 0)
+    table = pd.read_csv(cfg.out / "leaderboard.csv")
+    assert list(table.columns) == COLUMNS and set(REQUIRED) <= set(table.columns)
+    none_row = table[table.attack == "none"].iloc[0]
+    assert none_row.verification_rate == 1.0
+    assert none_row.false_positive_rate <= 0.1
+    assert table[["verification_rate", "false_positive_rate"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (cfg.out / "leaderboard.md").read_text().count("| null_embedding") == 6
+    assert (cfg.out / "leaderboard.png").stat().st_size > 1000
+    second = run_matrix(cfg, progress=False)
+    assert (second.ran, second.reused) == (0, 6)
+    with sqlite3.connect(cfg.out / "results.sqlite") as con:
+        assert con.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 6
+
+
+def test_cell_is_deterministic_for_a_seed(run_config, tmp_path):
+    cell = CellId("null_embedding", "pruning", "0.9+ft", 0)
+    a = run_cell(run_config(), cell)
+    b = run_cell(run_config(cache=tmp_path / "fresh"), cell)  # rebuilt from scratch: marked model and attack
+    assert a.status == b.status == "ok"
+    assert (a.utility_attacked, a.check, a.matched_innocent) == (b.utility_attacked, b.check, b.matched_innocent)
+
+
+def test_failing_attack_fails_its_cell_only(run_config, monkeypatch):
+    from attacks.pruning import Pruning
+
+    def explode(self, ctx, model, strength):
+        if strength == "0.5":
+            raise RuntimeError("boom")
+        return model
+
+    monkeypatch.setattr(Pruning, "run", explode)
+    cfg = run_config(defenses=["null_embedding"], attacks=["pruning"])
+    summary = run_matrix(cfg, progress=False)
+    assert summary.failed == 1
+    status = {r.cell.strength: r.status for r in ResultsDB(cfg.out, "default").cells()}
+    assert status["0.5"] == "failed: RuntimeError: boom"
+    assert status["0.9"] == "ok"
