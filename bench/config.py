@@ -17,10 +17,12 @@ class Profile:
     dataset: str = "digits"
     image_size: int = 32
     width: int = 16  # channels of the first conv stage of the CNNs
+    vlp: str = "wmbench-clip-tiny"  # an open_clip model config trained here, or open_clip:<model>:<pretrained>
     classifier_epochs: int = 25
     encoder_epochs: int = 30
     clip_epochs: int = 40
-    attack_epochs: int = 6  # epochs an attacker spends training (fine-tuning, extraction, unlearning)
+    attack_epochs: int = 6  # epochs an attacker spends training (fine-tuning, unlearning)
+    extraction_steps: int = 600  # optimisation steps of an extraction thief's student
     n_innocent: int = 5  # independently trained clean models every key is checked against
     n_wrong_keys: int = 5  # wrong keys checked against every marked model
 

@@ -18,6 +18,7 @@ from bench.training import predict, train_supervised
 
 if TYPE_CHECKING:
     from bench.context import Context
+    from bench.service import BlackBox
 
 
 class ModelKindSpec(Protocol):
@@ -39,6 +40,12 @@ class ModelKindSpec(Protocol):
     def adapt(self, ctx: "Context", model: nn.Module, *, epochs: int, lr: float, seed: int,
               params: list[nn.Parameter] | None = None) -> nn.Module:
         """Continue training `model` (or only `params`) on the attacker's own data with this kind's objective."""
+
+    def student(self, ctx: "Context", service: "BlackBox") -> nn.Module:
+        """A fresh model an extraction thief trains to imitate `service` (it may query the service)."""
+
+    def imitation_loss(self, student: nn.Module, x: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+        """How far the student's outputs on `x` are from the service's `answers`."""
 
 
 KINDS: dict[str, ModelKindSpec] = {}
@@ -82,6 +89,12 @@ class ClassifierKind:
         a = ctx.data.attacker
         return train_supervised(model, a.x, a.y, epochs=epochs, seed=seed, lr=lr, params=params)
 
+    def student(self, ctx: "Context", service: "BlackBox") -> nn.Module:
+        return self.new(ctx).to(ctx.device)
+
+    def imitation_loss(self, student: nn.Module, x: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(F.log_softmax(student(x), dim=1), answers, reduction="batchmean")
+
 
 def linear_probe(train_feats: torch.Tensor, train_y: torch.Tensor, test_feats: torch.Tensor,
                  test_y: torch.Tensor) -> float:
@@ -121,6 +134,17 @@ class EncoderKind:
               params: list[nn.Parameter] | None = None) -> nn.Module:
         return simclr_train(model, ctx.data.attacker.x, epochs=epochs, seed=seed, lr=lr, params=params)
 
+    def student(self, ctx: "Context", service: "BlackBox") -> nn.Module:
+        return self.new(ctx).to(ctx.device)
+
+    def imitation_loss(self, student: nn.Module, x: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(student(x), answers)
+
 
 def get_kind(name: str) -> ModelKindSpec:
     return KINDS[name]
+
+
+from bench.vlp import VlpKind  # noqa: E402  (the VLP kind lives beside its open_clip models)
+
+register_kind(VlpKind)

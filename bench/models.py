@@ -78,7 +78,8 @@ class Classifier(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Small CNN image encoder: backbone → linear map to a `dim`-sized representation."""
+    """Small CNN image encoder: backbone → linear map to a `dim`-sized representation, times a fixed
+    output `transform` (identity unless someone disguises the encoder)."""
 
     kind = "encoder"
 
@@ -86,10 +87,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.backbone = ConvBackbone(in_channels, width)
         self.head = nn.Linear(self.backbone.out_dim, dim)
+        self.register_buffer("transform", torch.eye(dim))
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(x)) @ self.transform
 
 
 @register_model

@@ -1,0 +1,77 @@
+"""Model extraction: the thief queries the deployed model as a black box and trains a fresh model of
+its own to reproduce the answers (EmbMarker's stealer: a backbone trained with MSE on the normalised
+returned embeddings; for classifiers, distillation of the returned probabilities; for encoders,
+regression of the returned features).
+
+Queries: the attacker's own digits under random augmentations (crops, rotations, intensity, noise) and,
+for a quarter of the budget, random crops of public photos (the shipped sample photos, a seed of the
+thief's own). Strength = query budget (images). The student trains for a fixed number of steps
+(`extraction_steps`), whatever the budget. `extraction_rotated` then multiplies the stolen model's
+outputs by a random orthogonal matrix: a disguise that keeps every similarity, hence the thief's
+utility (embedding kinds only)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bench.contrastive import augmentation
+from bench.context import Context, derive_seed
+from bench.data import sample_photo_crops
+from bench.registry import register_attack
+from bench.service import BlackBox
+from bench.training import fit
+from defenses.vlpmarker import random_orthogonal
+
+BATCH = 64
+
+
+def queries(ctx: Context, budget: int, seed: int) -> torch.Tensor:
+    d = ctx.data
+    n_photos = budget // 4
+    torch.manual_seed(seed)
+    augment = augmentation(d.image_size)
+    digits = d.attacker.x[torch.randint(0, len(d.attacker), (budget - n_photos,))]
+    with torch.no_grad():
+        digits = augment(digits).clamp(0, 1)
+    photos = sample_photo_crops(n_photos, d.image_size, d.channels, seed).to(ctx.device)
+    return torch.cat([digits, photos])
+
+
+def extract(ctx: Context, victim: nn.Module, budget: int, seed: int) -> nn.Module:
+    service = BlackBox(victim, ctx.kind)
+    x = queries(ctx, budget, seed)
+    answers = service.images(x)
+    student = ctx.kind.student(ctx, service)
+    epochs = math.ceil(ctx.profile.extraction_steps * BATCH / budget)
+    student.train()
+    fit(student.parameters(), lambda i: ctx.kind.imitation_loss(student, x[i], answers[i]), budget,
+        epochs=epochs, seed=seed, batch_size=BATCH)
+    return student.eval()
+
+
+@register_attack
+class Extraction:
+    name = "extraction"
+    model_kinds = ("classifier", "encoder", "vlp")
+    strengths = ("500", "2000", "8000")
+    version = "1"
+
+    def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
+        return extract(ctx, model, int(strength), derive_seed(self.name, strength, ctx.seed))
+
+
+@register_attack
+class RotatedExtraction:
+    name = "extraction_rotated"
+    model_kinds = ("encoder", "vlp")
+    strengths = Extraction.strengths
+    version = "1"
+
+    def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
+        seed = derive_seed(Extraction.name, strength, ctx.seed)  # the same stolen model as `extraction`
+        stolen = extract(ctx, model, int(strength), seed)
+        rotation = random_orthogonal(stolen.transform.shape[0], derive_seed(self.name, seed))
+        stolen.transform.copy_(stolen.transform @ rotation.to(stolen.transform.device))
+        return stolen
