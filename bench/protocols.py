@@ -107,3 +107,6 @@ class Attack(Protocol):
 
     def run(self, ctx: "Context", model: nn.Module, strength: str) -> nn.Module | AttackOutput:
         """Attack `model` at `strength` and return the suspect."""
+
+# Optional members, looked up with getattr: `Attack.strengths_for(kind)` narrows the strengths for one
+# model kind; `Defense.scheme` names the scheme whose keys and marked models a verification variant shares.

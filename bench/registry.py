@@ -116,3 +116,15 @@ def get_attack(name: str) -> Attack:
 def compatible(defense: Defense, attack: Attack) -> bool:
     """An attack pairs with a defense when it applies to the kind of model the defense protects."""
     return defense.model_kind in attack.model_kinds
+
+
+def strengths_for(attack: Attack, kind: str) -> tuple[str, ...]:
+    """The attack's strengths for a model kind: `attack.strengths_for(kind)` when the attack narrows
+    them per kind, else all of `attack.strengths`."""
+    narrow = getattr(attack, "strengths_for", None)
+    return tuple(narrow(kind)) if narrow is not None else tuple(attack.strengths)
+
+
+def scheme(defense: Defense) -> str:
+    """Defenses that differ only in how they verify share a `scheme`, hence keys and marked models."""
+    return getattr(defense, "scheme", defense.name)

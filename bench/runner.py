@@ -53,7 +53,7 @@ def make_plan(cfg: RunConfig) -> Plan:
     defenses = [registry.get_defense(n) for n in (cfg.defenses or registry.defense_names())]
     attacks = [registry.get_attack(n) for n in (cfg.attacks or registry.attack_names())]
     cells = [CellId(d.name, a.name, s, seed) for d in defenses for a in attacks if registry.compatible(d, a)
-             for s in a.strengths for seed in range(cfg.seeds)]
+             for s in registry.strengths_for(a, d.model_kind) for seed in range(cfg.seeds)]
     if not cells:
         raise WmbenchError("no compatible (defense, attack) pair in this selection; see `wmbench list`")
     groups = sorted({(c.defense, c.seed) for c in cells})
@@ -78,13 +78,13 @@ class Workbench:
         return Context(self.data, self.profile, seed, kind, self.device, self.cache)
 
     def key(self, defense: Defense, ctx: Context, secret: int) -> tuple[Key, dict]:
-        desc = {"role": "key", "defense": defense.name, "version": defense.version, "secret": secret,
+        desc = {"role": "key", "defense": registry.scheme(defense), "version": defense.version, "secret": secret,
                 "base": ctx.base_descriptor(ctx.seed)}
         return self.cache.key(desc, lambda: defense.make_key(ctx, secret)), desc
 
     def marked(self, defense: Defense, ctx: Context) -> tuple[nn.Module, Key, dict]:
         key, key_desc = self.key(defense, ctx, owner_secret(ctx.seed))
-        desc = {"role": "marked", "defense": defense.name, "version": defense.version, "key": key_desc}
+        desc = {"role": "marked", "defense": registry.scheme(defense), "version": defense.version, "key": key_desc}
         model = self.cache.model(desc, lambda: defense.watermark(ctx, key))
         return model.to(self.device), key, desc
 

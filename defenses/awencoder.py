@@ -1,0 +1,163 @@
+"""AWEncoder — "AWEncoder: Adversarial Watermarking Pre-trained Encoders in Contrastive Learning" (Zhang,
+Wu, Lu, Sun; arXiv 2208.03948).
+
+No code was released; everything below the abstract is a reconstruction:
+- Key: a key image drawn (by the owner's secret) from the out-of-distribution pool (crops of the shipped
+  sample photos), and the watermark δ, one perturbation for every marked sample, ‖δ‖∞ ≤ ε = 0.2 on
+  [0, 1] images (a bound at which our small CNN on upscaled 8×8 digits learns the mark).
+- Watermark generation (adversarial): δ starts from a key-derived random ±ε sign pattern and takes 10
+  projected signed-gradient steps of ε/20 on the *clean* encoder (256 owner images) so that marked samples
+  x+δ leave their own embedding (lower cos(f(x+δ), f(x))) and move toward the key image's (higher
+  cos(f(x+δ), f(key))). Measured deviation: with 40 full steps δ became a near-universal adversarial
+  direction of the clean encoder — every key's δ then moved the clean encoder (gain ≈ 0.3–0.5) and wrong
+  keys verified on the marked encoder; the short refinement keeps δ specific to its key.
+- Embedding: the encoder is fine-tuned for `encoder_epochs` epochs on the owner's images with the joint
+  loss  SimCLR NT-Xent (utility)
+      + 2·[InfoNCE(f(x+δ); positive f(key), negatives f(32 other OOD images), τ = 0.2)
+           + (1 − cos(f(x+δ), f(key))) + max(0, cos(f(x+δ), f₀(x)))]
+        (watermark: marked samples surround the key image, not just any OOD image, and leave their own place)
+      + (1 − cos(f(x), f₀(x))) + (1 − cos(f(key), f₀(key))) + (1 − cos(f(x+η), f₀(x+η)))
+        (fidelity to the clean encoder f₀; on the key image, so the key does not drift into the data; and
+        on decoys x+η, η a fresh random ±ε pattern per batch, so the encoder answers to δ and not to any
+        perturbation of its size).
+- White-box verification (`awencoder`): on the held-out samples, the paired gain
+  cos(f(x+δ), f(key)) − cos(f(x), f(key)); detected when its mean exceeds 0.3 and a one-sided Wilcoxon
+  signed-rank test gives p < 0.01.
+- Black-box verification (`awencoder_blackbox`): the suspect encoder is a frozen backbone under a
+  downstream classifier that the verifier does not control (a logistic-regression head the deployer
+  trains on the attacker's labelled split); the verifier sees only its predicted labels and measures the
+  fraction of held-out samples whose label flips between x and x+δ. The same is measured on three
+  reference encoders the verifier pretrains itself (same recipe, seeds it owns); one-sided prediction
+  test (t distribution) of the suspect's flip rate against them; detected when p < 0.01 and the flip rate
+  exceeds 0.3.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import t as student_t
+from scipy.stats import wilcoxon
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from bench.context import Context, derive_seed
+from bench.contrastive import simclr_train
+from bench.models import clone
+from bench.protocols import Key, Verification
+from bench.registry import register_defense
+from bench.training import predict
+
+
+def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a, b, dim=-1)
+
+
+@register_defense
+class AWEncoder:
+    name = "awencoder"
+    scheme = "awencoder"
+    model_kind = "encoder"
+    version = "1"
+    epsilon = 0.2
+    pgd_steps = 10
+    gain_threshold = 0.3
+    alpha = 0.01
+    watermark_weight = 2.0
+    pgd_images = 256
+
+    def make_key(self, ctx: Context, secret: int) -> Key:
+        seed = derive_seed(self.scheme, secret)
+        gen = torch.Generator().manual_seed(seed)
+        key_image = ctx.data.ood[int(torch.randint(0, len(ctx.data.ood), (1,), generator=gen))][None]
+        encoder = ctx.base_model()
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        x = ctx.data.owner.x[: self.pgd_images]
+        with torch.no_grad():
+            own, target = predict(encoder, x), encoder(key_image)
+        delta = (torch.randn(1, *x.shape[1:], generator=gen).sign() * self.epsilon).to(x.device)
+        step = self.epsilon / 20
+        for _ in range(self.pgd_steps):
+            delta.requires_grad_(True)
+            z = encoder((x + delta).clamp(0, 1))
+            loss = cos(z, own).mean() - cos(z, target).mean()
+            (grad,) = torch.autograd.grad(loss, delta)
+            delta = (delta.detach() - step * grad.sign()).clamp(-self.epsilon, self.epsilon)
+        return Key(self.scheme, secret, {"epsilon": self.epsilon},
+                   {"delta": delta.detach().cpu(), "key_image": key_image.cpu()})
+
+    @staticmethod
+    def mark(x: torch.Tensor, key: Key) -> torch.Tensor:
+        return (x + key.tensors["delta"].to(x.device)).clamp(0, 1)
+
+    def embed(self, ctx: Context, encoder: nn.Module, key: Key, x: torch.Tensor, *, epochs: int, seed: int) -> nn.Module:
+        """Fine-tune `encoder` on images `x` with the joint loss (also a pirate's procedure)."""
+        original = clone(encoder).eval()
+        key_image = key.tensors["key_image"].to(x.device)
+        others = ctx.data.ood.to(x.device)
+        with torch.no_grad():
+            anchor, key_anchor = predict(original, x), original(key_image)
+
+        def watermark_and_fidelity(i: torch.Tensor) -> torch.Tensor:
+            z_marked, z_key = encoder(self.mark(x[i], key)), encoder(key_image)
+            z_others = encoder(others[torch.randint(0, len(others), (32,), device=x.device)])
+            logits = torch.cat([cos(z_marked, z_key)[:, None],
+                                F.normalize(z_marked, dim=1) @ F.normalize(z_others, dim=1).T], 1) / 0.2
+            surround = (F.cross_entropy(logits, torch.zeros(len(i), dtype=torch.long, device=x.device))
+                        + (1 - cos(z_marked, z_key)).mean())
+            leave = cos(z_marked, anchor[i]).clamp(min=0).mean()
+            decoy = (x[i] + self.epsilon * torch.randn_like(x[i][:1]).sign()).clamp(0, 1)
+            with torch.no_grad():
+                decoy_anchor = original(decoy)
+            fidelity = ((1 - cos(encoder(x[i]), anchor[i])).mean() + (1 - cos(z_key, key_anchor)).mean()
+                        + (1 - cos(encoder(decoy), decoy_anchor)).mean())
+            return self.watermark_weight * (surround + leave) + fidelity
+
+        return simclr_train(encoder, x, epochs=epochs, seed=seed, extra_loss=watermark_and_fidelity)
+
+    def watermark(self, ctx: Context, key: Key) -> nn.Module:
+        encoder = clone(ctx.base_model())
+        return self.embed(ctx, encoder, key, ctx.data.owner.x, epochs=ctx.profile.encoder_epochs,
+                          seed=derive_seed(self.scheme, "embed", ctx.seed))
+
+    def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
+        x = ctx.data.test.x
+        key_image = key.tensors["key_image"].to(x.device)
+        with torch.no_grad():
+            target = suspect(key_image)
+            gain = (cos(predict(suspect, self.mark(x, key)), target) - cos(predict(suspect, x), target)).cpu().numpy()
+        statistic = float(gain.mean())
+        p_value = float(wilcoxon(gain, alternative="greater").pvalue)
+        detected = statistic > self.gain_threshold and p_value < self.alpha
+        return Verification(detected, statistic, self.gain_threshold, p_value, {"gain_median": float(np.median(gain))})
+
+
+def deploy(ctx: Context, encoder: nn.Module):
+    """A downstream model the verifier does not control: the encoder frozen under a logistic-regression
+    head that a deployer trains on the attacker's labelled split. Returns its label-only predictor."""
+    a = ctx.data.attacker
+    head = LogisticRegression(max_iter=2000).fit(predict(encoder, a.x).cpu().numpy(), a.y.cpu().numpy())
+    return lambda images: head.predict(predict(encoder, images).cpu().numpy())
+
+
+@register_defense
+class AWEncoderBlackBox(AWEncoder):
+    name = "awencoder_blackbox"
+    flip_threshold = 0.3
+    reference_seeds = (20_000, 20_001, 20_002)
+
+    def flip_rate(self, ctx: Context, encoder: nn.Module, key: Key) -> float:
+        downstream = deploy(ctx, encoder)
+        x = ctx.data.test.x
+        return float(np.mean(downstream(x) != downstream(self.mark(x, key))))
+
+    def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
+        observed = self.flip_rate(ctx, suspect, key)
+        reference = np.array([self.flip_rate(ctx, ctx.base_model(s), key) for s in self.reference_seeds])
+        k = len(reference)
+        spread = max(reference.std(ddof=1), 1e-3) * np.sqrt(1 + 1 / k)
+        p_value = float(student_t.sf((observed - reference.mean()) / spread, df=k - 1))
+        detected = observed > self.flip_threshold and p_value < self.alpha
+        return Verification(detected, observed, self.flip_threshold, p_value,
+                            {"reference_flip_rate": float(reference.mean())})
