@@ -106,11 +106,22 @@ class ArtifactCache:
         meta = {"descriptor": descriptor, "sha256": file_sha256(data), **extra}
         atomic_write(sidecar, lambda p: p.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str)))
 
+    def load_model(self, descriptor: dict[str, Any]) -> nn.Module | None:
+        """The cached model for `descriptor`, or None."""
+        cached = self._read(descriptor, lambda path, meta: load_model_file(path, meta["spec"]))
+        self.hits += cached is not None
+        return cached
+
+    def load_key(self, descriptor: dict[str, Any]) -> Key | None:
+        """The cached key for `descriptor`, or None."""
+        cached = self._read(descriptor, lambda path, meta: Key.load(path))
+        self.hits += cached is not None
+        return cached
+
     def model(self, descriptor: dict[str, Any], build: Callable[[], nn.Module]) -> nn.Module:
         """The cached model for `descriptor`, built (and stored) on a miss."""
-        cached = self._read(descriptor, lambda path, meta: load_model_file(path, meta["spec"]))
+        cached = self.load_model(descriptor)
         if cached is not None:
-            self.hits += 1
             return cached
         self.builds += 1
         model = build().cpu().eval()
@@ -119,15 +130,24 @@ class ArtifactCache:
 
     def key(self, descriptor: dict[str, Any], build: Callable[[], Key]) -> Key:
         """The cached key for `descriptor`, built (and stored) on a miss."""
-        cached = self._read(descriptor, lambda path, meta: Key.load(path))
+        cached = self.load_key(descriptor)
         if cached is not None:
-            self.hits += 1
             return cached
         self.builds += 1
         key = build()
         self._write(descriptor, key.save, {})
         return key
 
-    def contains(self, descriptor: dict[str, Any]) -> bool:
-        return all(p.exists() for p in self._paths(digest(descriptor)))
+    def record(self, descriptor: dict[str, Any], value: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A small JSON record: stores `value` when given, else returns the stored one (None if absent or
+        unreadable)."""
+        path = self.root / "records" / f"{digest(descriptor)}.json"
+        if value is not None:
+            atomic_write(path, lambda p: p.write_text(json.dumps({"descriptor": descriptor, "value": value},
+                                                                 default=str)))
+            return value
+        try:
+            return json.loads(path.read_text())["value"]
+        except (OSError, ValueError, KeyError):
+            return None
 

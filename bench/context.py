@@ -26,6 +26,7 @@ class Context:
     kind_name: str
     device: torch.device
     cache: ArtifactCache
+    defense: str = ""  # the defense whose cell this is (what a pirate imitates)
 
     @property
     def kind(self) -> ModelKindSpec:

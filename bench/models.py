@@ -8,7 +8,6 @@ import copy
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.protocols import WmbenchError
@@ -51,9 +50,9 @@ class ConvBackbone(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.out_dim = 4 * width * 4
 
-    @property
-    def last_conv(self) -> nn.Conv2d:
-        return self.stages[-1][0]
+    def last_stage_units(self) -> tuple[nn.Module, nn.Module]:
+        """The layer whose output channels are the last stage's units, and the activation after it."""
+        return self.stages[-1][0], self.stages[-1][1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.stages(x)).flatten(1)
@@ -72,6 +71,9 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(self.backbone(x))
+
+    def last_stage_units(self) -> tuple[nn.Module, nn.Module]:
+        return self.backbone.last_stage_units()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -92,6 +94,9 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x)) @ self.transform
+
+    def last_stage_units(self) -> tuple[nn.Module, nn.Module]:
+        return self.backbone.last_stage_units()
 
 
 @register_model

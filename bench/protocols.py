@@ -76,6 +76,7 @@ class AttackOutput:
 
     model: nn.Module
     pirate_key: Key | None = None
+    report: dict[str, Any] = field(default_factory=dict)  # what the attack found (e.g. anomaly indices)
 
 
 @runtime_checkable
@@ -86,14 +87,18 @@ class Defense(Protocol):
     model_kind: ClassVar[str]
     version: ClassVar[str]  # bump when the method's code changes what it produces
 
-    def make_key(self, ctx: "Context", secret: int) -> Key:
-        """Derive the owner's key from `secret` (may look at `ctx.base_model()`, never at data labels)."""
+    def make_key(self, ctx: "Context", secret: int, model: nn.Module | None = None) -> Key:
+        """Derive a key from `secret` for `model` (default: the owner's clean `ctx.base_model()`)."""
 
     def watermark(self, ctx: "Context", key: Key) -> nn.Module:
         """Return the watermarked model for `key` (the cell's seed is `ctx.seed`)."""
 
     def verify(self, ctx: "Context", suspect: nn.Module, key: Key) -> Verification:
         """Decide whether `suspect` carries the watermark of `key`."""
+
+    def rewatermark(self, ctx: "Context", model: nn.Module, key: Key, budget: int) -> nn.Module:
+        """Embed `key` into an already trained `model` with the attacker's data and `budget` epochs
+        (what a pirate does; a scheme that can only be embedded from scratch still says how it is tried)."""
 
 
 @runtime_checkable

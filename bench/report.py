@@ -21,7 +21,7 @@ COLUMNS = [
     "utility_attacked_std", "verification_rate", "verification_ci_low", "verification_ci_high",
     "false_positive_rate", "fpr_ci_low", "fpr_ci_high", "n_innocent", "threshold", "p_value_median",
     "threshold_calibrated", "verification_rate_calibrated", "false_positive_rate_calibrated",
-    "pirate_verification_rate", "ambiguity_rate", "seconds", "status",
+    "identification_rate", "pirate_verification_rate", "ambiguity_rate", "attack_report", "seconds", "status",
 ]
 
 
@@ -87,12 +87,20 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "threshold_calibrated": t_cal,
             "verification_rate_calibrated": _rate(checks, t_cal)[0] / n if n else float("nan"),
             "false_positive_rate_calibrated": _rate(innocents, t_cal)[0] / fn if fn else float("nan"),
+            "identification_rate": _mean(r.identified for r in ok if r.identified is not None),
             "pirate_verification_rate": sum(c.detected for c in pirates) / len(pirates) if pirates else None,
             "ambiguity_rate": sum(both) / len(both) if both else None,
+            "attack_report": summarize_reports([r.attack_report for r in ok]),
             "seconds": _mean(r.seconds for r in results),
             "status": "ok" if not failed else f"{failed[0]} ({len(failed)}/{len(results)} seeds)",
         })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def summarize_reports(reports: list[dict]) -> str:
+    """Mean over seeds of each numeric scalar an attack reported (lists stay in the database)."""
+    names = sorted({k for r in reports for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return "; ".join(f"{k}={mean(r[k] for r in reports if k in r):.3g}" for k in names)
 
 
 def _mean(values) -> float:
@@ -119,7 +127,9 @@ method's own (paper) `threshold`; `false_positive_rate` is the same verdict on i
 marked model, and the same attack applied to the clean model), with 95 % Wilson intervals.
 `*_calibrated` use instead a threshold set from the innocent scores of the defense to a target
 false-positive rate of {fpr:.0%} (with few innocents: their maximum). `pirate_verification_rate`:
-a pirate's own key verifies on its pirated model; `ambiguity_rate`: both keys verify. `seconds`:
+a pirate's own key verifies on its pirated model; `ambiguity_rate`: both keys verify;
+`identification_rate`: the owner's key scores above every other user's key on the suspect (user
+identification); `attack_report`: what the attack itself found, averaged over seeds. `seconds`:
 mean wall time of a cell (attacks and verifications; models taken from the cache when present).
 """
 

@@ -58,10 +58,12 @@ class CellResult:
     check: Check | None = None
     matched_innocent: Check | None = None  # the same attack run on the clean base model, verified with the key
     pirate_check: Check | None = None  # the pirate's own key verified on the pirated model
+    identified: bool | None = None  # the owner's key scores above every other user's key on the suspect
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     peak_gpu_mb: float = 0.0
     device: str = "cpu"
+    attack_report: dict[str, Any] = field(default_factory=dict)
     traceback: str = ""
 
 

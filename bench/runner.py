@@ -74,13 +74,17 @@ class Workbench:
         self.data = load_dataset(self.profile.dataset, self.profile.image_size).to(self.device)
         self.cache = ArtifactCache(cfg.cache)
 
-    def context(self, kind: str, seed: int) -> Context:
-        return Context(self.data, self.profile, seed, kind, self.device, self.cache)
+    def context(self, kind: str, seed: int, defense: str = "") -> Context:
+        return Context(self.data, self.profile, seed, kind, self.device, self.cache, defense)
 
     def key(self, defense: Defense, ctx: Context, secret: int) -> tuple[Key, dict]:
         desc = {"role": "key", "defense": registry.scheme(defense), "version": defense.version, "secret": secret,
                 "base": ctx.base_descriptor(ctx.seed)}
         return self.cache.key(desc, lambda: defense.make_key(ctx, secret)), desc
+
+    def wrong_keys(self, defense: Defense, ctx: Context) -> list[Key]:
+        """Keys of other users (decoy secrets) made for the same clean model as the owner's."""
+        return [self.key(defense, ctx, decoy_secret(ctx.seed, j))[0] for j in range(self.profile.n_wrong_keys)]
 
     def marked(self, defense: Defense, ctx: Context) -> tuple[nn.Module, Key, dict]:
         key, key_desc = self.key(defense, ctx, owner_secret(ctx.seed))
@@ -92,21 +96,22 @@ class Workbench:
                  strength: str) -> AttackOutput:
         desc = {"role": "attacked", "attack": attack.name, "version": attack.version, "strength": strength,
                 "victim": victim_desc, "seed": ctx.seed}
-        pirate_desc = {**desc, "role": "pirate_key"}
-        if self.cache.contains(desc) and self.cache.contains(pirate_desc):
-            return AttackOutput(self.cache.model(desc, _unreachable).to(self.device),
-                                self.cache.key(pirate_desc, _unreachable))
+        pirate_desc, record_desc = {**desc, "role": "pirate_key"}, {**desc, "role": "attack_record"}
+        record = self.cache.record(record_desc)
+        if record is not None:
+            model = self.cache.load_model(desc)
+            key = self.cache.load_key(pirate_desc) if record["pirate_key"] else None
+            if model is not None and (key is not None or not record["pirate_key"]):
+                return AttackOutput(model.to(self.device), key, record["report"])
         outcome = attack.run(ctx, victim, strength)
         if isinstance(outcome, nn.Module):
             outcome = AttackOutput(outcome)
         model = self.cache.model(desc, lambda: outcome.model)
         if outcome.pirate_key is not None:
             self.cache.key(pirate_desc, lambda: outcome.pirate_key)
-        return AttackOutput(model.to(self.device), outcome.pirate_key)
-
-
-def _unreachable():
-    raise AssertionError("cache entry vanished between contains() and read")
+        # written last: a crash before this point leaves no record, so the attack runs again
+        self.cache.record(record_desc, {"pirate_key": outcome.pirate_key is not None, "report": outcome.report})
+        return AttackOutput(model.to(self.device), outcome.pirate_key, outcome.report)
 
 
 _workbenches: dict[str, Workbench] = {}
@@ -130,12 +135,10 @@ def prepare(cfg: RunConfig, defense_name: str, seed: int) -> Prepared:
     start = time.perf_counter()
     wb = workbench(cfg)
     defense = registry.get_defense(defense_name)
-    ctx = wb.context(defense.model_kind, seed)
+    ctx = wb.context(defense.model_kind, seed, defense_name)
     marked, key, _ = wb.marked(defense, ctx)
     checks = [Check.of(defense.verify(ctx, ctx.base_model(s), key)) for s in ctx.innocent_seeds()]
-    for j in range(wb.profile.n_wrong_keys):
-        wrong, _ = wb.key(defense, ctx, decoy_secret(seed, j))
-        checks.append(Check.of(defense.verify(ctx, marked, wrong)))
+    checks += [Check.of(defense.verify(ctx, marked, wrong)) for wrong in wb.wrong_keys(defense, ctx)]
     return Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), checks,
                     time.perf_counter() - start)
 
@@ -148,17 +151,21 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
         torch.cuda.reset_peak_memory_stats()
     try:
         defense, attack = registry.get_defense(cell.defense), registry.get_attack(cell.attack)
-        ctx = wb.context(defense.model_kind, cell.seed)
+        ctx = wb.context(defense.model_kind, cell.seed, cell.defense)
         marked, key, marked_desc = wb.marked(defense, ctx)
         outcome = wb.attacked(attack, ctx, marked, marked_desc, cell.strength)
         clean_outcome = wb.attacked(attack, ctx, ctx.base_model(), ctx.base_descriptor(cell.seed), cell.strength)
         pirate = outcome.pirate_key
+        check = Check.of(defense.verify(ctx, outcome.model, key))
+        others = [defense.verify(ctx, outcome.model, wrong).statistic for wrong in wb.wrong_keys(defense, ctx)]
         result = CellResult(
             cell, "ok",
             utility_attacked=ctx.utility(outcome.model),
-            check=Check.of(defense.verify(ctx, outcome.model, key)),
+            check=check,
+            identified=check.statistic > max(others, default=float("-inf")),
             matched_innocent=Check.of(defense.verify(ctx, clean_outcome.model, key)),
             pirate_check=None if pirate is None else Check.of(defense.verify(ctx, outcome.model, pirate)),
+            attack_report=outcome.report,
         )
     except Exception as e:  # a failing method fails its cell, not the matrix
         reason = f"{e.__class__.__name__}: {e}".replace("\n", " ")[:300]

@@ -71,6 +71,11 @@ class ClipService(nn.Module):
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.clip.encode_image(self._preprocess(x), normalize=True) @ self.transform, dim=-1)
 
+    def last_stage_units(self) -> tuple[nn.Module, nn.Module]:
+        """The hidden units of the image tower's last transformer MLP (its analogue of a last conv stage)."""
+        mlp = self.clip.visual.transformer.resblocks[-1].mlp
+        return mlp.c_fc, mlp.gelu
+
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.clip.encode_text(tokens, normalize=True) @ self.transform, dim=-1)
 

@@ -66,11 +66,11 @@ class AWEncoder:
     watermark_weight = 2.0
     pgd_images = 256
 
-    def make_key(self, ctx: Context, secret: int) -> Key:
+    def make_key(self, ctx: Context, secret: int, model: nn.Module | None = None) -> Key:
         seed = derive_seed(self.scheme, secret)
         gen = torch.Generator().manual_seed(seed)
         key_image = ctx.data.ood[int(torch.randint(0, len(ctx.data.ood), (1,), generator=gen))][None]
-        encoder = ctx.base_model()
+        encoder = clone(ctx.base_model() if model is None else model)
         for p in encoder.parameters():
             p.requires_grad_(False)
         x = ctx.data.owner.x[: self.pgd_images]
@@ -121,6 +121,11 @@ class AWEncoder:
         return self.embed(ctx, encoder, key, ctx.data.owner.x, epochs=ctx.profile.encoder_epochs,
                           seed=derive_seed(self.scheme, "embed", ctx.seed))
 
+    def rewatermark(self, ctx: Context, model: nn.Module, key: Key, budget: int) -> nn.Module:
+        """A pirate's embedding: the same joint fine-tuning, on the attacker's images, `budget` epochs."""
+        return self.embed(ctx, clone(model), key, ctx.data.attacker.x, epochs=budget,
+                          seed=derive_seed(self.scheme, "pirate", key.secret))
+
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         x = ctx.data.test.x
         key_image = key.tensors["key_image"].to(x.device)
@@ -131,6 +136,9 @@ class AWEncoder:
         p_value = float(wilcoxon(gain, alternative="greater").pvalue)
         detected = statistic > self.gain_threshold and p_value < self.alpha
         return Verification(detected, statistic, self.gain_threshold, p_value, {"gain_median": float(np.median(gain))})
+
+
+_reference_memo: dict[tuple, np.ndarray] = {}
 
 
 def deploy(ctx: Context, encoder: nn.Module):
@@ -152,9 +160,17 @@ class AWEncoderBlackBox(AWEncoder):
         x = ctx.data.test.x
         return float(np.mean(downstream(x) != downstream(self.mark(x, key))))
 
+    def reference_flip_rates(self, ctx: Context, key: Key) -> np.ndarray:
+        """Flip rates of the verifier's own reference encoders (computed once per key and process)."""
+        memo_key = (key.secret, float(key.tensors["delta"].sum()), ctx.profile, self.reference_seeds)
+        if memo_key not in _reference_memo:
+            _reference_memo[memo_key] = np.array([self.flip_rate(ctx, ctx.base_model(s), key)
+                                                  for s in self.reference_seeds])
+        return _reference_memo[memo_key]
+
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         observed = self.flip_rate(ctx, suspect, key)
-        reference = np.array([self.flip_rate(ctx, ctx.base_model(s), key) for s in self.reference_seeds])
+        reference = self.reference_flip_rates(ctx, key)
         k = len(reference)
         spread = max(reference.std(ddof=1), 1e-3) * np.sqrt(1 + 1 / k)
         p_value = float(student_t.sf((observed - reference.mean()) / spread, df=k - 1))

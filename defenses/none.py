@@ -15,7 +15,7 @@ class NoDefense:
     model_kind = "classifier"
     version = "1"
 
-    def make_key(self, ctx: Context, secret: int) -> Key:
+    def make_key(self, ctx: Context, secret: int, model: nn.Module | None = None) -> Key:
         return Key(self.name, secret)
 
     def watermark(self, ctx: Context, key: Key) -> nn.Module:
@@ -23,3 +23,6 @@ class NoDefense:
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         return Verification(detected=False, statistic=0.0, threshold=1.0, p_value=1.0)
+
+    def rewatermark(self, ctx: Context, model: nn.Module, key: Key, budget: int) -> nn.Module:
+        return model

@@ -22,6 +22,7 @@ from scipy.stats import binomtest
 from torch import nn
 
 from bench.context import Context, derive_seed
+from bench.models import clone
 from bench.protocols import Key, Verification
 from bench.registry import register_defense
 from bench.training import fit, predict
@@ -37,7 +38,7 @@ class NullEmbedding:
     threshold = 0.8
     watermark_weight = 0.25
 
-    def make_key(self, ctx: Context, secret: int) -> Key:
+    def make_key(self, ctx: Context, secret: int, model: nn.Module | None = None) -> Key:
         rng = np.random.default_rng(derive_seed(self.name, secret))
         n, size = self.pattern_size, ctx.data.image_size
         return Key(self.name, secret, params={
@@ -81,6 +82,13 @@ class NullEmbedding:
         model = ctx.kind.new(ctx).to(ctx.device)
         owner = ctx.data.owner
         return self.embed(model, owner.x, owner.y, key, epochs=ctx.profile.classifier_epochs, seed=ctx.seed)
+
+    def rewatermark(self, ctx: Context, model: nn.Module, key: Key, budget: int) -> nn.Module:
+        """A pirate's incremental embedding: the same clean + null + true training, started from the
+        marked model, on the attacker's data for `budget` epochs (the paper's piracy attack)."""
+        a = ctx.data.attacker
+        return self.embed(clone(model), a.x, a.y, key, epochs=budget, seed=derive_seed(self.name, "pirate", key.secret),
+                          lr=1e-3)
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         test = ctx.data.test

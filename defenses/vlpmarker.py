@@ -66,8 +66,8 @@ class VLPMarker:
         confidence = logits.softmax(1).max(1).values
         return candidates[confidence.argsort()[: self.n_triggers]]
 
-    def make_key(self, ctx: Context, secret: int) -> Key:
-        base = ctx.base_model()
+    def make_key(self, ctx: Context, secret: int, model: nn.Module | None = None) -> Key:
+        base = ctx.base_model() if model is None else model
         seed = derive_seed(self.name, secret)
         triggers = self.select_triggers(ctx, base, seed)
         with torch.no_grad():
@@ -77,8 +77,12 @@ class VLPMarker:
                    {"W": w, "triggers": triggers.cpu(), "original": original.cpu()})
 
     def watermark(self, ctx: Context, key: Key) -> nn.Module:
-        marked = clone(ctx.base_model())
-        marked.transform.copy_(key.tensors["W"].to(marked.transform.device))
+        return self.rewatermark(ctx, ctx.base_model(), key, budget=0)
+
+    def rewatermark(self, ctx: Context, model: nn.Module, key: Key, budget: int) -> nn.Module:
+        """Compose the service's output transform with the key's W (no training, so `budget` is unused)."""
+        marked = clone(model)
+        marked.transform.copy_(marked.transform @ key.tensors["W"].to(marked.transform.device))
         return marked
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:

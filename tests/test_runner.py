@@ -58,6 +58,7 @@ def test_failing_attack_fails_its_cell_only(run_config, monkeypatch):
         return model
 
     monkeypatch.setattr(Pruning, "run", explode)
+    monkeypatch.setattr(Pruning, "version", "exploding")  # new cache addresses: the attack really runs
     cfg = run_config(defenses=["null_embedding"], attacks=["pruning"])
     summary = run_matrix(cfg, progress=False)
     assert summary.failed == 1

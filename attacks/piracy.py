@@ -1,0 +1,29 @@
+"""Piracy re-watermarking: a pirate holding the marked model (white-box) and its own data generates its
+**own** key and embeds its own watermark into the already-marked model by the same scheme
+(`Defense.rewatermark`: incremental training for null embedding and AWEncoder, its own orthogonal
+transform on top for VLPMarker), so that it too can claim ownership. The pirate's key is made against the
+model it holds (the marked one), never against the owner's clean model. Strength = the pirate's budget
+in training epochs (a transform-based scheme needs none: its rows differ only by seed noise, which
+there is none of)."""
+from __future__ import annotations
+
+from torch import nn
+
+from bench import registry
+from bench.context import Context, derive_seed
+from bench.protocols import MODEL_KINDS, AttackOutput
+from bench.registry import register_attack
+
+
+@register_attack
+class Piracy:
+    name = "piracy"
+    model_kinds = MODEL_KINDS
+    strengths = ("2", "6", "12")
+    version = "1"
+
+    def run(self, ctx: Context, model: nn.Module, strength: str) -> AttackOutput:
+        defense = registry.get_defense(ctx.defense)
+        pirate_key = defense.make_key(ctx, derive_seed("pirate", ctx.seed), model=model)
+        pirated = defense.rewatermark(ctx, model, pirate_key, budget=int(strength))
+        return AttackOutput(pirated, pirate_key)
