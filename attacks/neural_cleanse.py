@@ -72,7 +72,8 @@ class NeuralCleanse:
         fingerprint = hashlib.sha256(b"".join(v.cpu().numpy().tobytes() for v in model.state_dict().values()))
         key = (fingerprint.hexdigest(), ctx.data.name, self.steps, self.lam)
         if key not in _detections:
-            _detections.clear()  # one model's detection at a time is all a cell needs
+            if len(_detections) >= 4:  # a cell needs two (marked and clean model); keep a few
+                _detections.pop(next(iter(_detections)))
             _detections[key] = self._detect(ctx, model)
         return _detections[key]
 

@@ -34,8 +34,10 @@ def _config(args: argparse.Namespace):
     from bench.config import RunConfig
 
     overrides = {k: v for k, v in {
-        "defenses": _names(args.defenses) or None, "attacks": _names(args.attacks) or None, "seeds": args.seeds,
+        "defenses": _names(args.defenses) or None, "attacks": _names(args.attacks) or None,
+        "strengths": _names(args.strengths) or None, "seeds": args.seeds,
         "out": args.out, "device": args.device, "profile": args.profile, "cache": args.cache,
+        "vlp": args.vlp, "data": args.data,
         "workers": args.workers, "fpr_target": args.fpr_target,
     }.items() if v is not None}
     if args.config:
@@ -73,7 +75,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     plan = make_plan(cfg)
-    status = {r.cell: r.status for r in ResultsDB(cfg.out, cfg.profile).cells()}
+    status = {r.cell: r.status for r in ResultsDB(cfg.out, cfg.label).cells()}
     done = sum(status.get(c) == "ok" for c in plan.cells)
     failed = [c for c in plan.cells if c in status and status[c] != "ok"]
     print(f"{done} done, {len(failed)} failed, {len(plan.cells) - done - len(failed)} pending "
@@ -116,12 +118,15 @@ def parser() -> argparse.ArgumentParser:
     def matrix_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--defenses", help="comma-separated defense names (default: all)")
         sp.add_argument("--attacks", help="comma-separated attack names (default: all)")
+        sp.add_argument("--strengths", help="comma-separated strengths to keep (default: all of each attack)")
         sp.add_argument("--seeds", type=int, help="seeds per cell (default 3)")
         sp.add_argument("--out", type=Path, help="output folder (default results/)")
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
         sp.add_argument("--profile", help="model/data sizes: default, gpu")
+        sp.add_argument("--vlp", help="protect a real open_clip model: open_clip:<model>:<pretrained or checkpoint file>")
+        sp.add_argument("--data", help="digits (default) or folder:<path> (class-per-subfolder images)")
         sp.add_argument("--cache", type=Path, help="artifact cache folder (default: $WMBENCH_CACHE or user cache)")
-        sp.add_argument("--workers", type=int, help="worker processes (default 1)")
+        sp.add_argument("--workers", type=int, help="worker processes (default: one per core)")
         sp.add_argument("--fpr-target", dest="fpr_target", type=float,
                         help="false-positive rate the calibrated thresholds aim at (default 0.01)")
         sp.add_argument("--config", type=Path, help="TOML file with the same fields")
@@ -139,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="rebuild the leaderboard files from the database")
     report.add_argument("--out", default="results")
-    report.add_argument("--profile", default="default")
+    report.add_argument("--profile", default="default", help="the run's profile label (as in its leaderboard title)")
     report.set_defaults(fn=cmd_report)
 
     verify = sub.add_parser("verify", help="an auditor's check of one suspect model file")

@@ -1,6 +1,7 @@
 """Run configuration and model/data size profiles, as plain dataclasses (configs are data)."""
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ class Profile:
     encoder_epochs: int = 30
     clip_epochs: int = 40
     attack_epochs: int = 6  # epochs an attacker spends training (fine-tuning, unlearning)
-    extraction_steps: int = 600  # optimisation steps of an extraction thief's student
+    extraction_steps: int = 300  # optimisation steps of an extraction thief's student
     n_innocent: int = 5  # independently trained clean models every key is checked against
     n_wrong_keys: int = 5  # wrong keys checked against every marked model
 
@@ -50,12 +51,15 @@ class RunConfig:
 
     defenses: list[str] = field(default_factory=list)
     attacks: list[str] = field(default_factory=list)
+    strengths: list[str] = field(default_factory=list)  # empty: every strength of each attack
     seeds: int = 3
     out: Path = Path("results")
     device: str = "auto"
     profile: str = "default"
+    vlp: str | None = None  # overrides the profile's VLP: open_clip:<model>:<pretrained>
+    data: str | None = None  # overrides the profile's dataset: digits or folder:<path>
     cache: Path | None = None
-    workers: int = 1
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # local worker processes
     fpr_target: float = 0.01
 
     def __post_init__(self) -> None:
@@ -72,6 +76,18 @@ class RunConfig:
         if self.out.exists() and not self.out.is_dir():
             raise WmbenchError(f"output path is a file, not a folder: {self.out}")
         get_profile(self.profile)
+        if self.vlp is not None and not self.vlp.startswith("open_clip:"):
+            raise WmbenchError(f"--vlp wants open_clip:<model>:<pretrained>, got {self.vlp!r}")
+
+    @property
+    def label(self) -> str:
+        """The profile name plus any overrides: results of different set-ups never mix in one database."""
+        return "".join([self.profile] + [f"+{k}={v}" for k, v in (("vlp", self.vlp), ("data", self.data)) if v])
+
+    def resolved_profile(self) -> Profile:
+        """The named profile with this run's --vlp / --data overrides applied."""
+        overrides = {k: v for k, v in {"vlp": self.vlp, "dataset": self.data}.items() if v is not None}
+        return replace(get_profile(self.profile), **overrides)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "RunConfig":

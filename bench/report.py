@@ -110,10 +110,11 @@ def _mean(values) -> float:
 
 def reproduce_command(config: dict) -> str:
     parts = ["wmbench run"]
-    for name in ("defenses", "attacks"):
+    for name in ("defenses", "attacks", "strengths"):
         if config.get(name):
             parts.append(f"--{name} {','.join(config[name])}")
     parts += [f"--seeds {config.get('seeds', 3)}", f"--profile {config.get('profile', 'default')}"]
+    parts += [f"--{name} {config[name]}" for name in ("vlp", "data") if config.get(name)]
     return " ".join(parts)
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from bench import registry
 from bench.cache import ArtifactCache
-from bench.config import RunConfig, get_profile
+from bench.config import RunConfig
 from bench.context import Context, derive_seed
 from bench.data import load_dataset
 from bench.executors import Executor, make_executor
@@ -52,12 +52,17 @@ def make_plan(cfg: RunConfig) -> Plan:
     """Every compatible (defense, attack, strength, seed) cell of the config; unknown names are errors."""
     defenses = [registry.get_defense(n) for n in (cfg.defenses or registry.defense_names())]
     attacks = [registry.get_attack(n) for n in (cfg.attacks or registry.attack_names())]
+    offered = {s for a in attacks for s in a.strengths}
+    unknown = [s for s in cfg.strengths if s not in offered]
+    if unknown:
+        raise WmbenchError(f"no selected attack offers strength '{unknown[0]}'; offered: {', '.join(sorted(offered))}")
     cells = [CellId(d.name, a.name, s, seed) for d in defenses for a in attacks if registry.compatible(d, a)
-             for s in registry.strengths_for(a, d.model_kind) for seed in range(cfg.seeds)]
+             for s in registry.strengths_for(a, d.model_kind) if not cfg.strengths or s in cfg.strengths
+             for seed in range(cfg.seeds)]
     if not cells:
         raise WmbenchError("no compatible (defense, attack) pair in this selection; see `wmbench list`")
     groups = sorted({(c.defense, c.seed) for c in cells})
-    profile = get_profile(cfg.profile)
+    profile = cfg.resolved_profile()
     kinds = {registry.get_defense(d).model_kind for d, _ in groups}
     innocent = [10_000 + i for i in range(profile.n_innocent)]
     bases = sorted({(k, s) for k in kinds for s in list(range(cfg.seeds)) + innocent})
@@ -69,7 +74,7 @@ class Workbench:
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        self.profile = get_profile(cfg.profile)
+        self.profile = cfg.resolved_profile()
         self.device = resolve_device(cfg.device)
         self.data = load_dataset(self.profile.dataset, self.profile.image_size).to(self.device)
         self.cache = ArtifactCache(cfg.cache)
@@ -192,9 +197,10 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
 
     start = time.perf_counter()
     plan = make_plan(cfg)
-    db = ResultsDB(cfg.out, cfg.profile)
-    db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "seeds": cfg.seeds,
-                           "profile": cfg.profile, "fpr_target": cfg.fpr_target})
+    db = ResultsDB(cfg.out, cfg.label)
+    db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "strengths": cfg.strengths,
+                           "seeds": cfg.seeds,
+                           "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data, "fpr_target": cfg.fpr_target})
     finished = db.done()
     pending = [c for c in plan.cells if c not in finished]
     groups = sorted({(c.defense, c.seed) for c in pending})
@@ -220,7 +226,7 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
                     for args, r in executor.map(run_cell, runnable))
         for result in _with_progress(outcomes, len(runnable), progress):
             db.put_cell(result)
-    write_leaderboard(cfg.out, cfg.profile)
+    write_leaderboard(cfg.out, cfg.label)
     status = {r.cell: r.status for r in db.cells()}
     failed = sum(1 for c in plan.cells if status.get(c) != "ok")
     return Summary(len(pending), len(plan.cells) - len(pending), failed, time.perf_counter() - start)
