@@ -27,9 +27,16 @@ class Pruning:
         model = clone(model).to(ctx.device)
         params = prunable(model)
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=sparsity)
-        if strength.endswith("+ft"):
-            ctx.kind.adapt(ctx, model, epochs=ctx.profile.attack_epochs, lr=1e-3,
-                           seed=derive_seed(self.name, strength, ctx.seed))
+        masks = [module.weight_mask.clone() for module, _ in params]
         for module, name in params:
             prune.remove(module, name)
+        if strength.endswith("+ft"):
+            # pruned weights get no gradient, so they stay zero while the rest is fine-tuned (a hook on the
+            # parameter, not a re-parametrisation: attention layers read their weights directly)
+            handles = [module.weight.register_hook(lambda grad, keep=keep: grad * keep)
+                       for (module, _), keep in zip(params, masks)]
+            ctx.kind.adapt(ctx, model, epochs=ctx.profile.attack_epochs, lr=1e-3,
+                           seed=derive_seed(self.name, strength, ctx.seed))
+            for handle in handles:
+                handle.remove()
         return model.eval()

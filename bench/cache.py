@@ -20,6 +20,8 @@ from bench.models import create_model
 from bench.protocols import Key, WmbenchError
 
 CACHE_FORMAT = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def default_cache_dir() -> Path:
@@ -46,6 +48,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

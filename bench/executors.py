@@ -1,15 +1,12 @@
 """Executors spread independent tasks over workers: `serial` (in this process), `local` (worker
-processes sized to the machine, torch threads split so that the total matches the cores) and `ray`
+processes, one per core by default) and `ray`
 (a Ray cluster; optional extra). Each yields (args, outcome) pairs as tasks finish; an exception
 raised by a task comes back as its outcome instead of stopping the others."""
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator, Protocol
-
-import torch
 
 from bench.protocols import WmbenchError
 
@@ -39,21 +36,16 @@ class SerialExecutor:
                 yield args, e
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 class LocalExecutor:
-    """Worker processes (spawned, so each has a clean torch) on this machine."""
+    """Worker processes (spawned, so each has a clean torch) on this machine; each task uses one torch
+    thread (see `bench.runner.one_thread`), so as many workers as cores fill the machine."""
 
     def __init__(self, workers: int):
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> "LocalExecutor":
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init_worker, initargs=(threads,))
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         return self
 
     def __exit__(self, *exc: object) -> None:

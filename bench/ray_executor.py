@@ -35,7 +35,7 @@ class RayExecutor:
             self.ray.shutdown()
 
     def map(self, fn: Callable[..., Any], tasks: list[Task]) -> Iterator[tuple[Task, Any]]:
-        remote = self.ray.remote(num_cpus=1, num_gpus=self.gpus)(_threaded(fn))
+        remote = self.ray.remote(num_cpus=1, num_gpus=self.gpus)(fn)
         pending = {remote.remote(*args): args for args in tasks}
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
@@ -45,16 +45,3 @@ class RayExecutor:
                     yield args, self.ray.get(ref)
                 except Exception as e:  # a failed task is its outcome; Ray wraps the original error
                     yield args, getattr(e, "cause", None) or e
-
-
-def _threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run `fn` with one torch thread: Ray gives each task one CPU."""
-
-    def run(*args: Any) -> Any:
-        import torch
-
-        torch.set_num_threads(1)
-        return fn(*args)
-
-    run.__name__ = fn.__name__
-    return run

@@ -17,8 +17,8 @@ from bench.cache import atomic_write
 from bench.results import CellResult, Check, Prepared, ResultsDB
 
 COLUMNS = [
-    "defense", "attack", "strength", "n_seeds", "utility_clean", "utility_marked", "utility_attacked",
-    "utility_attacked_std", "verification_rate", "verification_ci_low", "verification_ci_high",
+    "defense", "attack", "strength", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
+    "utility_marked_std", "utility_attacked", "utility_attacked_std", "verification_rate", "verification_ci_low", "verification_ci_high",
     "false_positive_rate", "fpr_ci_low", "fpr_ci_high", "n_innocent", "threshold", "p_value_median",
     "threshold_calibrated", "verification_rate_calibrated", "false_positive_rate_calibrated",
     "identification_rate", "pirate_verification_rate", "ambiguity_rate", "attack_report", "seconds", "status",
@@ -74,9 +74,11 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
         rows.append({
             "defense": defense, "attack": attack, "strength": strength, "n_seeds": len(ok),
             "utility_clean": _mean(p.utility_clean for p in preps),
+            "utility_clean_std": _std(p.utility_clean for p in preps),
             "utility_marked": _mean(p.utility_marked for p in preps),
+            "utility_marked_std": _std(p.utility_marked for p in preps),
             "utility_attacked": _mean(attacked),
-            "utility_attacked_std": pstdev(attacked) if attacked else float("nan"),
+            "utility_attacked_std": _std(attacked),
             "verification_rate": k / n if n else float("nan"),
             "verification_ci_low": wilson(k, n)[0], "verification_ci_high": wilson(k, n)[1],
             "false_positive_rate": fk / fn if fn else float("nan"),
@@ -108,6 +110,12 @@ def _mean(values) -> float:
     return mean(values) if values else float("nan")
 
 
+def _std(values) -> float:
+    """Population standard deviation over seeds (0 for one seed)."""
+    values = list(values)
+    return pstdev(values) if values else float("nan")
+
+
 def reproduce_command(config: dict) -> str:
     parts = ["wmbench run"]
     for name in ("defenses", "attacks", "strengths"):
@@ -121,11 +129,12 @@ def reproduce_command(config: dict) -> str:
 HOW_TO_READ = """\
 How to read this: one row per (defense, attack, strength), over `n_seeds` seeds. `utility_*` are
 held-out task scores in [0, 1] (classifier: top-1 accuracy; encoder: linear-probe accuracy; VLP:
-zero-shot accuracy) of the clean model, the watermarked model and the attacked model.
+zero-shot accuracy) of the clean model, the watermarked model and the attacked model, as mean ± std
+over seeds; rates carry their 95 % Wilson interval in brackets (the CSV has them as separate columns).
 `verification_rate` is the fraction of attacked models on which the owner's key verifies at the
 method's own (paper) `threshold`; `false_positive_rate` is the same verdict on innocent models
 (`n_innocent` checks: the key against independently trained clean models, wrong keys against the
-marked model, and the same attack applied to the clean model), with 95 % Wilson intervals.
+marked model, and the same attack applied to the clean model).
 `*_calibrated` use instead a threshold set from the innocent scores of the defense to a target
 false-positive rate of {fpr:.0%} (with few innocents: their maximum). `pirate_verification_rate`:
 a pirate's own key verifies on its pirated model; `ambiguity_rate`: both keys verify;
@@ -142,7 +151,7 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     fpr_target = fpr_target if fpr_target is not None else float(config.get("fpr_target", 0.01))
     table = leaderboard(db.cells(), db.prepared(), fpr_target)
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
-    shown = table.drop(columns=["verification_ci_low", "verification_ci_high", "fpr_ci_low", "fpr_ci_high"])
+    shown = _with_uncertainty(table)
     header = (f"# wmbench leaderboard (profile `{profile}`)\n\n" + HOW_TO_READ.format(fpr=fpr_target)
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
@@ -150,6 +159,19 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
                                                           showindex=False, floatfmt=".3f", missingval="") + "\n"))
     atomic_write(out / "leaderboard.png", lambda p: plot(table, p))
     return table
+
+
+def _with_uncertainty(table: pd.DataFrame) -> pd.DataFrame:
+    """The Markdown view: utilities as mean ± std, rates with their 95 % Wilson interval."""
+    shown = table.copy()
+    for name in ("utility_clean", "utility_marked", "utility_attacked"):
+        shown[name] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(table[name], table[f"{name}_std"])]
+    shown["verification_rate"] = [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" for r, lo, hi in
+                                  zip(table.verification_rate, table.verification_ci_low, table.verification_ci_high)]
+    shown["false_positive_rate"] = [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" for r, lo, hi in
+                                    zip(table.false_positive_rate, table.fpr_ci_low, table.fpr_ci_high)]
+    return shown.drop(columns=["verification_ci_low", "verification_ci_high", "fpr_ci_low", "fpr_ci_high",
+                               "utility_clean_std", "utility_marked_std", "utility_attacked_std"])
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
@@ -161,12 +183,15 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     defenses = sorted(table["defense"].unique()) or ["(none)"]
+    attacks = sorted(table["attack"].unique())
+    style = {a: (f"C{i % 10}", "osD^vP*Xh<>"[i % 11]) for i, a in enumerate(attacks)}  # one look per attack
     fig, axes = plt.subplots(1, len(defenses), figsize=(4.5 * len(defenses), 4), squeeze=False)
-    markers = "osD^vP*Xh<>"
     for ax, defense in zip(axes[0], defenses):
         rows = table[table["defense"] == defense]
-        for i, (attack, group) in enumerate(rows.groupby("attack", sort=True)):
-            ax.plot(group["utility_attacked"], group["verification_rate"], marker=markers[i % len(markers)],
+        for attack, group in rows.groupby("attack", sort=True):
+            group = group.sort_values("strength", key=lambda col: col.map(_strength_order(attack)))
+            color, marker = style[attack]
+            ax.plot(group["utility_attacked"], group["verification_rate"], marker=marker, color=color,
                     label=attack, alpha=0.8)
         ax.set(title=defense, xlabel="utility after attack", ylabel="verification rate", ylim=(-0.05, 1.05))
         ax.grid(alpha=0.3)
@@ -174,3 +199,14 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
+
+
+def _strength_order(attack: str):
+    """Position of each strength in the attack's own list (weak → strong), for joining the curve."""
+    from bench import registry
+
+    try:
+        order = registry.get_attack(attack).strengths
+    except Exception:  # an attack no longer registered: keep the table's order
+        order = ()
+    return lambda strength: order.index(strength) if strength in order else len(order)

@@ -6,11 +6,12 @@ the independent innocents'), then per (defense, seed) the key, the marked model 
 then the cells (attack the marked model, attack the clean model too, verify both)."""
 from __future__ import annotations
 
+import functools
 import resource
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +24,9 @@ from bench.data import load_dataset
 from bench.executors import Executor, make_executor
 from bench.protocols import Attack, AttackOutput, Defense, Key, WmbenchError
 from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
+
+
+T = TypeVar("T")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,10 +135,28 @@ def workbench(cfg: RunConfig) -> Workbench:
     return _workbenches[key]
 
 
+def one_thread(task: Callable[..., T]) -> Callable[..., T]:
+    """Run a task with one torch thread, whoever calls it: CPU float results depend on the thread
+    count, so this keeps every number independent of the executor and of the number of workers."""
+
+    @functools.wraps(task)
+    def run(*args, **kwargs):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return task(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return run
+
+
+@one_thread
 def build_base(cfg: RunConfig, kind: str, seed: int) -> None:
     workbench(cfg).context(kind, seed).base_model()
 
 
+@one_thread
 def prepare(cfg: RunConfig, defense_name: str, seed: int) -> Prepared:
     """Key, marked model, utilities before attack, and the innocent checks of one (defense, seed)."""
     start = time.perf_counter()
@@ -148,6 +170,7 @@ def prepare(cfg: RunConfig, defense_name: str, seed: int) -> Prepared:
                     time.perf_counter() - start)
 
 
+@one_thread
 def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
     """Attack the marked model (and, as an innocent control, the clean one) and verify; never raises."""
     start = time.perf_counter()

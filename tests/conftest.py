@@ -1,6 +1,8 @@
 """Shared fixtures: one artifact cache for the whole test session, so each model is trained once."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -8,6 +10,9 @@ from bench.cache import ArtifactCache
 from bench.config import RunConfig, get_profile
 from bench.context import Context
 from bench.data import load_digits
+
+
+torch.set_num_threads(1)  # as every runner task does: numbers must not depend on who trained a model
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +31,26 @@ def make_ctx(cache_dir):
     return make
 
 
+@pytest.fixture(scope="session")
+def make_marked(make_ctx):
+    """make_marked(defense, kind, secret) → (defense, ctx, key, marked model), the model cached."""
+    from bench.registry import get_defense
+
+    def make(defense_name: str, kind: str, secret: int):
+        defense = get_defense(defense_name)
+        ctx = dataclasses.replace(make_ctx(kind, 0), defense=defense_name)
+        key = defense.make_key(ctx, secret=secret)
+        model = ctx.cache.model({"test": f"{defense_name}_marked", "secret": secret},
+                                lambda: defense.watermark(ctx, key))
+        return defense, ctx, key, model
+
+    return make
+
+
 @pytest.fixture
 def run_config(cache_dir, tmp_path):
     def make(**kw) -> RunConfig:
-        return RunConfig(**{"seeds": 1, "out": tmp_path / "out", "cache": cache_dir, "device": "cpu", **kw})
+        return RunConfig(**{"seeds": 1, "out": tmp_path / "out", "cache": cache_dir, "device": "cpu", "workers": 1,
+                            **kw})
 
     return make

@@ -7,12 +7,8 @@ from bench.registry import get_defense
 
 
 @pytest.fixture(scope="module")
-def setup(make_ctx):
-    defense = get_defense("awencoder")
-    ctx = make_ctx("encoder", 0)
-    key = defense.make_key(ctx, secret=11)
-    marked = ctx.cache.model({"test": "awencoder_marked", "secret": 11}, lambda: defense.watermark(ctx, key))
-    return defense, ctx, key, marked
+def setup(make_marked):
+    return make_marked("awencoder", "encoder", 11)
 
 
 def test_clean_encoder_beats_random_init_and_passes_the_floor(make_ctx):

@@ -46,13 +46,10 @@ def test_malformed_config_file(tmp_path, capsys):
     assert "unknown keys speed" in capsys.readouterr().err
 
 
-def test_verify_command_on_a_marked_model(make_ctx, tmp_path):
+def test_verify_command_on_a_marked_model(make_marked, tmp_path):
     from bench.cache import save_model_file
-    from bench.registry import get_defense
 
-    defense, ctx = get_defense("null_embedding"), make_ctx("classifier", 0)
-    key = defense.make_key(ctx, secret=1234)
-    model = ctx.cache.model({"test": "null_embedding_marked", "secret": 1234}, lambda: defense.watermark(ctx, key))
+    _, ctx, key, model = make_marked("null_embedding", "classifier", 1234)
     key.save(tmp_path / "key.safetensors")
     save_model_file(model, tmp_path / "model.safetensors")
     save_model_file(ctx.base_model(), tmp_path / "clean.safetensors")

@@ -5,12 +5,8 @@ from bench.registry import get_defense
 
 
 @pytest.fixture(scope="module")
-def marked(make_ctx):
-    defense = get_defense("null_embedding")
-    ctx = make_ctx("classifier", 0)
-    key = defense.make_key(ctx, secret=1234)
-    model = ctx.cache.model({"test": "null_embedding_marked", "secret": 1234}, lambda: defense.watermark(ctx, key))
-    return defense, ctx, key, model
+def marked(make_marked):
+    return make_marked("null_embedding", "classifier", 1234)
 
 
 def test_clean_classifier_is_accurate(make_ctx):

@@ -1,24 +1,16 @@
 """Piracy, Neural Cleanse and fine-pruning work as attacks / detectors in their own right."""
-import dataclasses
-
 import pytest
 import torch
 
 from attacks.fine_pruning import FinePruning
 from attacks.neural_cleanse import NeuralCleanse, anomaly_indices
 from attacks.piracy import Piracy
-from bench.registry import get_defense
 from bench.training import train_supervised
 
 
 @pytest.fixture(scope="module")
-def null_marked(make_ctx):
-    defense = get_defense("null_embedding")
-    ctx = make_ctx("classifier", 0)
-    ctx = dataclasses.replace(ctx, defense="null_embedding")
-    key = defense.make_key(ctx, secret=1234)
-    model = ctx.cache.model({"test": "null_embedding_marked", "secret": 1234}, lambda: defense.watermark(ctx, key))
-    return defense, ctx, key, model
+def null_marked(make_marked):
+    return make_marked("null_embedding", "classifier", 1234)
 
 
 def test_pirate_key_verifies_on_pirated_model(null_marked):

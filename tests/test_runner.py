@@ -65,3 +65,12 @@ def test_failing_attack_fails_its_cell_only(run_config, monkeypatch):
     status = {r.cell.strength: r.status for r in ResultsDB(cfg.out, "default").cells()}
     assert status["0.5"] == "failed: RuntimeError: boom"
     assert status["0.9"] == "ok"
+
+
+def test_ray_executor_runs_the_matrix_on_a_local_cluster(run_config):
+    pytest.importorskip("ray", reason="Ray is the optional extra wmbench[ray]; not installed here")
+    from bench.executors import make_executor
+
+    cfg = run_config(defenses=["null_embedding"], attacks=["none"])
+    summary = run_matrix(cfg, make_executor("ray", 2), progress=False)
+    assert (summary.ran, summary.failed) == (1, 0)
