@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,9 +31,6 @@ class Context:
     @property
     def kind(self) -> ModelKindSpec:
         return get_kind(self.kind_name)
-
-    def with_seed(self, seed: int) -> "Context":
-        return replace(self, seed=seed)
 
     def base_descriptor(self, seed: int) -> dict:
         return {"role": "base", "kind": self.kind_name, "kind_version": self.kind.version,

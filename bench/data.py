@@ -123,11 +123,3 @@ def load_dataset(spec: str, size: int = 32) -> Dataset:
         return load_image_folder(spec.removeprefix("folder:"), size)
     raise WmbenchError(f"unknown dataset '{spec}'; valid: digits, folder:<path>")
 
-
-def batches(split: Split, batch_size: int, gen: torch.Generator | None = None):
-    """Mini-batches of a split, shuffled with `gen` when given."""
-    n = len(split)
-    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    for i in range(0, n, batch_size):
-        j = order[i : i + batch_size]
-        yield split.x[j], split.y[j]

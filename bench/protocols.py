@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from safetensors import SafetensorError
@@ -14,8 +14,7 @@ from torch import nn
 if TYPE_CHECKING:
     from bench.context import Context
 
-ModelKind = Literal["classifier", "encoder", "vlp"]
-MODEL_KINDS: tuple[str, ...] = ("classifier", "encoder", "vlp")
+MODEL_KINDS: tuple[str, ...] = ("classifier", "encoder", "vlp")  # see bench/kinds.py
 
 
 class WmbenchError(Exception):
