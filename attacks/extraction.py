@@ -17,12 +17,11 @@ import torch
 from torch import nn
 
 from bench.contrastive import augmentation
-from bench.context import Context, derive_seed
+from bench.context import Context, derive_seed, random_orthogonal
 from bench.data import sample_photo_crops
 from bench.registry import register_attack
 from bench.service import BlackBox
 from bench.training import fit
-from defenses.vlpmarker import random_orthogonal
 
 BATCH = 64
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.stats import ortho_group
 from torch import nn
 
 from bench.cache import ArtifactCache
@@ -16,6 +18,11 @@ from bench.kinds import ModelKindSpec, get_kind
 def derive_seed(*parts: object) -> int:
     """A stable 31-bit seed from any parts (Python's hash() is salted per process, this is not)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def random_orthogonal(dim: int, seed: int) -> torch.Tensor:
+    """A Haar-distributed random orthogonal matrix (a watermark's W, a thief's disguise R)."""
+    return torch.as_tensor(ortho_group.rvs(dim, random_state=np.random.default_rng(seed)), dtype=torch.float32)
 
 
 @dataclass(frozen=True)

@@ -23,23 +23,17 @@ triggers and their original embeddings e(t), so an auditor needs only the key an
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import ks_2samp, ortho_group
+from scipy.stats import ks_2samp
 from torch import nn
 
-from bench.context import Context, derive_seed
+from bench.context import Context, derive_seed, random_orthogonal
 from bench.data import sample_photo_crops
 from bench.models import clone
 from bench.protocols import Key, Verification
 from bench.registry import register_defense
 from bench.vlp import class_embeddings
-
-
-def random_orthogonal(dim: int, seed: int) -> torch.Tensor:
-    """A Haar-distributed random orthogonal matrix."""
-    return torch.as_tensor(ortho_group.rvs(dim, random_state=np.random.default_rng(seed)), dtype=torch.float32)
 
 
 @register_defense
