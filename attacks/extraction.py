@@ -8,7 +8,8 @@ for a quarter of the budget, random crops of public photos (the shipped sample p
 thief's own). Strength = query budget (images). The student trains for a fixed number of steps
 (`extraction_steps`), whatever the budget. `extraction_rotated` then multiplies the stolen model's
 outputs by a random orthogonal matrix: a disguise that keeps every similarity, hence the thief's
-utility (embedding kinds only)."""
+utility (embedding kinds only). Both attacks start from the same stolen model, which is cached under the
+victim's weights and trained once."""
 from __future__ import annotations
 
 import math
@@ -16,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from bench.cache import weights_digest
 from bench.contrastive import augmentation
 from bench.context import Context, derive_seed, random_orthogonal
 from bench.data import sample_photo_crops
@@ -50,6 +52,14 @@ def extract(ctx: Context, victim: nn.Module, budget: int, seed: int) -> nn.Modul
     return student.eval()
 
 
+def stolen_model(ctx: Context, victim: nn.Module, budget: int) -> nn.Module:
+    """The thief's student for this victim, budget and cell seed (trained once, then loaded)."""
+    seed = derive_seed(Extraction.name, str(budget), ctx.seed)
+    desc = {"role": "stolen", "version": Extraction.version, "victim": weights_digest(victim), "budget": budget,
+            "seed": seed, "profile": ctx.profile.describe()}
+    return ctx.cache.model(desc, lambda: extract(ctx, victim, budget, seed)).to(ctx.device)
+
+
 @register_attack
 class Extraction:
     name = "extraction"
@@ -58,7 +68,7 @@ class Extraction:
     version = "1"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
-        return extract(ctx, model, int(strength), derive_seed(self.name, strength, ctx.seed))
+        return stolen_model(ctx, model, int(strength))
 
 
 @register_attack
@@ -69,8 +79,8 @@ class RotatedExtraction:
     version = "1"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
-        seed = derive_seed(Extraction.name, strength, ctx.seed)  # the same stolen model as `extraction`
-        stolen = extract(ctx, model, int(strength), seed)
-        rotation = random_orthogonal(stolen.transform.shape[0], derive_seed(self.name, seed))
+        stolen = stolen_model(ctx, model, int(strength))
+        rotation = random_orthogonal(stolen.transform.shape[0],
+                                     derive_seed(self.name, derive_seed(Extraction.name, strength, ctx.seed)))
         stolen.transform.copy_(stolen.transform @ rotation.to(stolen.transform.device))
         return stolen

@@ -14,21 +14,19 @@ Networks", IEEE S&P 2019), as a watermark-removal attack on classifiers.
 The per-label anomaly indices are recorded in the cell's attack report."""
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.cache import weights_digest
 from bench.context import Context, derive_seed
 from bench.models import clone
-from bench.protocols import AttackOutput
+from bench.protocols import AttackOutput, Key
 from bench.registry import register_attack
 from bench.training import fit
 
 MAD_CONSISTENCY = 1.4826
-_detections: dict[tuple, tuple] = {}
 
 
 def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, *, steps: int, lam: float, seed: int):
@@ -66,18 +64,16 @@ class NeuralCleanse:
     flag_index = 2.0
     trigger_fraction = 0.2
 
-    def detect(self, ctx: Context, model: nn.Module) -> tuple[list[int], np.ndarray, list[tuple]]:
-        """Flagged labels, every label's anomaly index, and the reversed triggers (remembered per model
-        weights within a process: every strength of a cell shares one detection)."""
-        fingerprint = hashlib.sha256(b"".join(v.cpu().numpy().tobytes() for v in model.state_dict().values()))
-        key = (fingerprint.hexdigest(), ctx.data.name, self.steps, self.lam)
-        if key not in _detections:
-            if len(_detections) >= 4:  # a cell needs two (marked and clean model); keep a few
-                _detections.pop(next(iter(_detections)))
-            _detections[key] = self._detect(ctx, model)
-        return _detections[key]
+    def detect(self, ctx: Context, model: nn.Module) -> Key:
+        """Reverse-engineer every label's trigger and flag the anomalous ones. The findings are a forged
+        trigger key per label, stored in a `Key` (params: flagged labels and anomaly indices; tensors: masks
+        and patterns) and cached under the model's weights: every cell and strength that attacks the same
+        model shares one detection."""
+        desc = {"role": "neural_cleanse_detection", "version": self.version, "victim": weights_digest(model),
+                "profile": ctx.profile.describe(), "steps": self.steps, "lam": self.lam}
+        return ctx.cache.key(desc, lambda: self._detect(ctx, model))
 
-    def _detect(self, ctx: Context, model: nn.Module) -> tuple[list[int], np.ndarray, list[tuple]]:
+    def _detect(self, ctx: Context, model: nn.Module) -> Key:
         for p in model.parameters():
             p.requires_grad_(False)
         x = ctx.data.attacker.x
@@ -86,18 +82,21 @@ class NeuralCleanse:
         for p in model.parameters():
             p.requires_grad_(True)
         index = anomaly_indices(np.array([float(m.sum()) for m, _ in triggers]))
-        return [int(c) for c in np.flatnonzero(index > self.flag_index)], index, triggers
+        flagged = [int(c) for c in np.flatnonzero(index > self.flag_index)]
+        return Key(self.name, 0, {"flagged": flagged, "anomaly_index": [float(v) for v in index]},
+                   {"masks": torch.cat([m for m, _ in triggers]), "patterns": torch.cat([p for _, p in triggers])})
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> AttackOutput:
         model = clone(model).to(ctx.device).eval()
-        flagged, index, triggers = self.detect(ctx, model)
-        report = {"n_flagged": len(flagged), "max_anomaly_index": float(index.max()), "flagged": flagged,
-                  "anomaly_index": [round(float(v), 4) for v in index]}
+        found = self.detect(ctx, model)
+        flagged, index = found.params["flagged"], found.params["anomaly_index"]
+        report = {"n_flagged": len(flagged), "max_anomaly_index": max(index), "flagged": flagged,
+                  "anomaly_index": [round(v, 4) for v in index]}
         if not flagged:
             return AttackOutput(model, report=report)
         a = ctx.data.attacker
-        masks = torch.cat([triggers[c][0] for c in flagged])
-        patterns = torch.cat([triggers[c][1] for c in flagged])
+        masks = found.tensors["masks"][flagged].to(ctx.device)
+        patterns = found.tensors["patterns"][flagged].to(ctx.device)
 
         def unlearning_loss(i: torch.Tensor) -> torch.Tensor:
             xb = a.x[i].clone()

@@ -21,6 +21,7 @@ class Piracy:
     model_kinds = MODEL_KINDS
     strengths = ("2", "6", "12")
     version = "1"
+    per_defense = True  # the pirate uses the scheme of the cell's defense
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> AttackOutput:
         defense = registry.get_defense(ctx.defense)

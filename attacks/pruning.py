@@ -3,6 +3,7 @@ linear weight at the strength's sparsity; `+ft` strengths then fine-tune the sur
 `attack_epochs` epochs on the attacker's data with the mask held fixed."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.utils import prune
 
@@ -26,10 +27,15 @@ class Pruning:
         sparsity = float(strength.removesuffix("+ft"))
         model = clone(model).to(ctx.device)
         params = prunable(model)
+        channels_last = [m for m, _ in params if m.weight.dim() == 4 and not m.weight.is_contiguous()]
+        for module in channels_last:  # torch's global pruning flattens the weights with .view
+            module.weight.data = module.weight.data.contiguous()
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=sparsity)
         masks = [module.weight_mask.clone() for module, _ in params]
         for module, name in params:
             prune.remove(module, name)
+        for module in channels_last:
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
         if strength.endswith("+ft"):
             # pruned weights get no gradient, so they stay zero while the rest is fine-tuned (a hook on the
             # parameter, not a re-parametrisation: attention layers read their weights directly)

@@ -1,6 +1,8 @@
 """Content-addressed artifact cache: models and keys stored once under the hash of everything that
 determines them, as safetensors plus a JSON sidecar (recipe, descriptor, file hash). Nothing is
-pickled. A corrupt or truncated file is rebuilt with a warning, never loaded."""
+pickled. A corrupt or truncated file is rebuilt with a warning, never loaded. A build holds a file lock
+on its entry, so worker processes (or machines sharing the folder) that need the same artifact at the
+same time build it once: the others wait and load it."""
 from __future__ import annotations
 
 import hashlib
@@ -8,10 +10,13 @@ import json
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import platformdirs
+import torch
+from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -31,6 +36,16 @@ def default_cache_dir() -> Path:
 def digest(descriptor: dict[str, Any]) -> str:
     text = json.dumps({"format": CACHE_FORMAT, **descriptor}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A hash of a model's recipe and every weight and buffer: equal for bit-identical models, however
+    they were made (so work on a model can be shared by everything that holds the same weights)."""
+    h = hashlib.sha256(json.dumps(getattr(model, "spec", None), sort_keys=True, default=str).encode())
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
 
 
 def file_sha256(path: Path) -> str:
@@ -121,25 +136,46 @@ class ArtifactCache:
         self.hits += cached is not None
         return cached
 
+    @contextmanager
+    def building(self, descriptor: dict[str, Any]) -> Iterator[None]:
+        """Hold the build lock of `descriptor`'s entry: one process at a time builds it (a waiting one
+        finds it built when it gets the lock). Locks are only ever taken on an artifact's own inputs
+        while it is built, which can never form a cycle."""
+        path = self.root / "locks" / f"{digest(descriptor)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path):
+            yield
+
     def model(self, descriptor: dict[str, Any], build: Callable[[], nn.Module]) -> nn.Module:
         """The cached model for `descriptor`, built (and stored) on a miss."""
-        cached = self.load_model(descriptor)
-        if cached is not None:
-            return cached
-        self.builds += 1
-        model = build().cpu().eval()
-        self._write(descriptor, lambda p: save_model_file(model, p), {"spec": model.spec})
-        return model
+
+        def store() -> nn.Module:
+            model = build().cpu().eval()
+            self._write(descriptor, lambda p: save_model_file(model, p), {"spec": model.spec})
+            return model
+
+        return self._load_or_build(descriptor, self.load_model, store)
 
     def key(self, descriptor: dict[str, Any], build: Callable[[], Key]) -> Key:
         """The cached key for `descriptor`, built (and stored) on a miss."""
-        cached = self.load_key(descriptor)
+
+        def store() -> Key:
+            key = build()
+            self._write(descriptor, key.save, {})
+            return key
+
+        return self._load_or_build(descriptor, self.load_key, store)
+
+    def _load_or_build(self, descriptor: dict[str, Any], load: Callable[[dict], Any], store: Callable[[], Any]) -> Any:
+        cached = load(descriptor)
         if cached is not None:
             return cached
-        self.builds += 1
-        key = build()
-        self._write(descriptor, key.save, {})
-        return key
+        with self.building(descriptor):
+            cached = load(descriptor)  # built by another process while this one waited for the lock
+            if cached is not None:
+                return cached
+            self.builds += 1
+            return store()
 
     def record(self, descriptor: dict[str, Any], value: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """A small JSON record: stores `value` when given, else returns the stored one (None if absent or

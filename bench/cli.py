@@ -52,9 +52,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     executor = make_executor(args.executor, cfg.workers, args.address)
     summary = run_matrix(cfg, executor, progress=not args.quiet)
+    print(timing_table(summary.timing, cfg.workers))
     print(f"{summary.ran} cells run, {summary.reused} reused from {cfg.out}, {summary.failed} failed, "
           f"{summary.seconds:.1f} s; leaderboard: {cfg.out / 'leaderboard.md'}")
     return 1 if summary.failed else 0
+
+
+def timing_table(timing: list, workers: int) -> str:
+    """The runner's timing table: per wave its wall time, the summed seconds of its tasks, and how busy
+    the workers were (task seconds / (wall seconds × workers))."""
+    from tabulate import tabulate
+
+    rows = [(t.wave, t.tasks, f"{t.wall_s:.1f}", f"{t.task_s:.1f}",
+             f"{t.task_s / (t.wall_s * workers):.0%}" if t.tasks else "-") for t in timing]
+    return tabulate(rows, headers=["wave", "tasks", "wall s", "task s", f"busy ({workers} workers)"])
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ class Profile:
     extraction_steps: int = 300  # optimisation steps of an extraction thief's student
     n_innocent: int = 5  # independently trained clean models every key is checked against
     n_wrong_keys: int = 5  # wrong keys checked against every marked model
+    mixed_precision: bool = False  # train in bfloat16 autocast on CUDA (never on CPU; verification stays float32)
 
     def describe(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -35,7 +36,7 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(),
     # Bigger models, where an accelerator matters.
     "gpu": Profile(name="gpu", image_size=64, width=64, classifier_epochs=20, encoder_epochs=60, clip_epochs=60,
-                   attack_epochs=10),
+                   attack_epochs=10, mixed_precision=True),
 }
 
 

@@ -38,7 +38,7 @@ class SerialExecutor:
 
 class LocalExecutor:
     """Worker processes (spawned, so each has a clean torch) on this machine; each task uses one torch
-    thread (see `bench.runner.one_thread`), so as many workers as cores fill the machine."""
+    thread (see `bench.runner.runner_task`), so as many workers as cores fill the machine."""
 
     def __init__(self, workers: int):
         self.workers = workers

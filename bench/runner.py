@@ -10,20 +10,22 @@ import functools
 import resource
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
 
 from bench import registry
-from bench.cache import ArtifactCache
-from bench.config import RunConfig
+from bench.cache import ArtifactCache, weights_digest
+from bench.config import Profile, RunConfig
 from bench.context import Context, derive_seed
 from bench.data import load_dataset
 from bench.executors import Executor, make_executor
 from bench.protocols import Attack, AttackOutput, Defense, Key, WmbenchError
 from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
+from bench.training import mixed_precision
 
 
 T = TypeVar("T")
@@ -35,6 +37,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def training_dtype(profile: Profile, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training loops: bfloat16 where the profile asks for mixed precision and the
+    device is a CUDA GPU that supports it (no loss scaling needed), else None (float32)."""
+    if profile.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def owner_secret(seed: int) -> int:
@@ -49,7 +59,7 @@ def decoy_secret(seed: int, j: int) -> int:
 class Plan:
     cells: list[CellId]
     groups: list[tuple[str, int]]  # (defense, seed) pairs that the cells need
-    bases: list[tuple[str, int]]  # (model kind, seed) clean models those need
+    bases: list[tuple[str, int]]  # (model kind, seed) clean models those need, verifiers' references included
 
 
 def make_plan(cfg: RunConfig) -> Plan:
@@ -67,10 +77,11 @@ def make_plan(cfg: RunConfig) -> Plan:
         raise WmbenchError("no compatible (defense, attack) pair in this selection; see `wmbench list`")
     groups = sorted({(c.defense, c.seed) for c in cells})
     profile = cfg.resolved_profile()
-    kinds = {registry.get_defense(d).model_kind for d, _ in groups}
+    used = [registry.get_defense(d) for d in sorted({d for d, _ in groups})]
     innocent = [10_000 + i for i in range(profile.n_innocent)]
-    bases = sorted({(k, s) for k in kinds for s in list(range(cfg.seeds)) + innocent})
-    return Plan(cells, groups, bases)
+    bases = {(d.model_kind, s) for d in used for s in list(range(cfg.seeds)) + innocent}
+    references = {(d.model_kind, s) for d in used for s in getattr(d, "reference_seeds", ())}
+    return Plan(cells, groups, sorted(bases | references))
 
 
 class Workbench:
@@ -80,6 +91,7 @@ class Workbench:
         self.cfg = cfg
         self.profile = cfg.resolved_profile()
         self.device = resolve_device(cfg.device)
+        self.autocast_dtype = training_dtype(self.profile, self.device)
         self.data = load_dataset(self.profile.dataset, self.profile.image_size).to(self.device)
         self.cache = ArtifactCache(cfg.cache)
 
@@ -95,32 +107,48 @@ class Workbench:
         """Keys of other users (decoy secrets) made for the same clean model as the owner's."""
         return [self.key(defense, ctx, decoy_secret(ctx.seed, j))[0] for j in range(self.profile.n_wrong_keys)]
 
-    def marked(self, defense: Defense, ctx: Context) -> tuple[nn.Module, Key, dict]:
+    def marked(self, defense: Defense, ctx: Context) -> tuple[nn.Module, Key]:
         key, key_desc = self.key(defense, ctx, owner_secret(ctx.seed))
         desc = {"role": "marked", "defense": registry.scheme(defense), "version": defense.version, "key": key_desc}
         model = self.cache.model(desc, lambda: defense.watermark(ctx, key))
-        return model.to(self.device), key, desc
+        return model.to(self.device), key
 
-    def attacked(self, attack: Attack, ctx: Context, victim: nn.Module, victim_desc: dict,
-                 strength: str) -> AttackOutput:
+    def attacked(self, attack: Attack, ctx: Context, victim: nn.Module, strength: str) -> AttackOutput:
+        """`attack` at `strength` on `victim`, cached under the victim's weights: every cell whose victim
+        holds the same weights (the clean model of every defense of a kind; the control defense's
+        "marked" model, which is the clean one) shares one run. An attack that declares
+        `per_defense = True` (it uses the cell's defense, as a pirate does) is also keyed by the scheme."""
         desc = {"role": "attacked", "attack": attack.name, "version": attack.version, "strength": strength,
-                "victim": victim_desc, "seed": ctx.seed}
+                "victim": weights_digest(victim), "profile": ctx.profile.describe(), "seed": ctx.seed}
+        if getattr(attack, "per_defense", False):
+            desc["scheme"] = registry.scheme(registry.get_defense(ctx.defense))
         pirate_desc, record_desc = {**desc, "role": "pirate_key"}, {**desc, "role": "attack_record"}
-        record = self.cache.record(record_desc)
-        if record is not None:
-            model = self.cache.load_model(desc)
-            key = self.cache.load_key(pirate_desc) if record["pirate_key"] else None
-            if model is not None and (key is not None or not record["pirate_key"]):
-                return AttackOutput(model.to(self.device), key, record["report"])
-        outcome = attack.run(ctx, victim, strength)
-        if isinstance(outcome, nn.Module):
-            outcome = AttackOutput(outcome)
-        model = self.cache.model(desc, lambda: outcome.model)
-        if outcome.pirate_key is not None:
-            self.cache.key(pirate_desc, lambda: outcome.pirate_key)
-        # written last: a crash before this point leaves no record, so the attack runs again
-        self.cache.record(record_desc, {"pirate_key": outcome.pirate_key is not None, "report": outcome.report})
+        cached = self._cached_attack(desc, pirate_desc, record_desc)
+        if cached is not None:
+            return cached
+        with self.cache.building(record_desc):
+            cached = self._cached_attack(desc, pirate_desc, record_desc)  # another worker ran it meanwhile
+            if cached is not None:
+                return cached
+            outcome = attack.run(ctx, victim, strength)
+            if isinstance(outcome, nn.Module):
+                outcome = AttackOutput(outcome)
+            model = self.cache.model(desc, lambda: outcome.model)
+            if outcome.pirate_key is not None:
+                self.cache.key(pirate_desc, lambda: outcome.pirate_key)
+            # written last: a crash before this point leaves no record, so the attack runs again
+            self.cache.record(record_desc, {"pirate_key": outcome.pirate_key is not None, "report": outcome.report})
         return AttackOutput(model.to(self.device), outcome.pirate_key, outcome.report)
+
+    def _cached_attack(self, desc: dict, pirate_desc: dict, record_desc: dict) -> AttackOutput | None:
+        record = self.cache.record(record_desc)
+        if record is None:
+            return None
+        model = self.cache.load_model(desc)
+        key = self.cache.load_key(pirate_desc) if record["pirate_key"] else None
+        if model is None or (key is None and record["pirate_key"]):
+            return None
+        return AttackOutput(model.to(self.device), key, record["report"])
 
 
 _workbenches: dict[str, Workbench] = {}
@@ -135,42 +163,47 @@ def workbench(cfg: RunConfig) -> Workbench:
     return _workbenches[key]
 
 
-def one_thread(task: Callable[..., T]) -> Callable[..., T]:
-    """Run a task with one torch thread, whoever calls it: CPU float results depend on the thread
-    count, so this keeps every number independent of the executor and of the number of workers."""
+def runner_task(task: Callable[..., T]) -> Callable[..., T]:
+    """Run a task (first argument: the run's config) with one torch thread and the run's training
+    precision, whoever calls it: CPU float results depend on the thread count, so this keeps every number
+    independent of the executor and of the number of workers."""
 
     @functools.wraps(task)
-    def run(*args, **kwargs):
+    def run(cfg: RunConfig, *args):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return task(*args, **kwargs)
+            with mixed_precision(workbench(cfg).autocast_dtype):
+                return task(cfg, *args)
         finally:
             torch.set_num_threads(threads)
 
     return run
 
 
-@one_thread
-def build_base(cfg: RunConfig, kind: str, seed: int) -> None:
+@runner_task
+def build_base(cfg: RunConfig, kind: str, seed: int) -> float:
+    """Train (or load) one clean base model; returns the seconds it took."""
+    start = time.perf_counter()
     workbench(cfg).context(kind, seed).base_model()
+    return time.perf_counter() - start
 
 
-@one_thread
+@runner_task
 def prepare(cfg: RunConfig, defense_name: str, seed: int) -> Prepared:
     """Key, marked model, utilities before attack, and the innocent checks of one (defense, seed)."""
     start = time.perf_counter()
     wb = workbench(cfg)
     defense = registry.get_defense(defense_name)
     ctx = wb.context(defense.model_kind, seed, defense_name)
-    marked, key, _ = wb.marked(defense, ctx)
+    marked, key = wb.marked(defense, ctx)
     checks = [Check.of(defense.verify(ctx, ctx.base_model(s), key)) for s in ctx.innocent_seeds()]
     checks += [Check.of(defense.verify(ctx, marked, wrong)) for wrong in wb.wrong_keys(defense, ctx)]
     return Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), checks,
                     time.perf_counter() - start)
 
 
-@one_thread
+@runner_task
 def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
     """Attack the marked model (and, as an innocent control, the clean one) and verify; never raises."""
     start = time.perf_counter()
@@ -180,9 +213,9 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
     try:
         defense, attack = registry.get_defense(cell.defense), registry.get_attack(cell.attack)
         ctx = wb.context(defense.model_kind, cell.seed, cell.defense)
-        marked, key, marked_desc = wb.marked(defense, ctx)
-        outcome = wb.attacked(attack, ctx, marked, marked_desc, cell.strength)
-        clean_outcome = wb.attacked(attack, ctx, ctx.base_model(), ctx.base_descriptor(cell.seed), cell.strength)
+        marked, key = wb.marked(defense, ctx)
+        outcome = wb.attacked(attack, ctx, marked, cell.strength)
+        clean_outcome = wb.attacked(attack, ctx, ctx.base_model(), cell.strength)
         pirate = outcome.pirate_key
         check = Check.of(defense.verify(ctx, outcome.model, key))
         others = [defense.verify(ctx, outcome.model, wrong).statistic for wrong in wb.wrong_keys(defense, ctx)]
@@ -207,11 +240,23 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
 
 
 @dataclass
+class WaveTiming:
+    """One wave of a run: how long it took, and how much work its tasks did (summed task seconds). With
+    `workers` workers, task_s / (wall_s · workers) is how busy they were."""
+
+    wave: str  # "bases", "prepare" or "cells"
+    tasks: int
+    wall_s: float
+    task_s: float
+
+
+@dataclass
 class Summary:
     ran: int  # cells evaluated by this call
     reused: int  # cells already done by an earlier call
     failed: int  # cells of the plan whose status is not ok
     seconds: float
+    timing: list[WaveTiming] = field(default_factory=list)
 
 
 def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool = True) -> Summary:
@@ -233,26 +278,42 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
     bases = [b for b in plan.bases if b[0] in kinds]
     executor = executor or make_executor("local", cfg.workers)
     failed_groups: dict[tuple[str, int], str] = {}
+    timing = []
     with executor:
-        for _ in executor.map(build_base, [(cfg, k, s) for k, s in bases]):
-            pass  # a base that fails to build fails the groups that need it, below
+        wave_start, task_s = time.perf_counter(), 0.0
+        for _, seconds in executor.map(build_base, [(cfg, k, s) for k, s in bases]):
+            # a base that fails to build fails the groups that need it, below
+            task_s += seconds if isinstance(seconds, float) else 0.0
+        timing.append(WaveTiming("bases", len(bases), time.perf_counter() - wave_start, task_s))
+        wave_start, task_s = time.perf_counter(), 0.0
         for (_, d, s), outcome in executor.map(prepare, [(cfg, d, s) for d, s in todo_groups]):
             if isinstance(outcome, BaseException):
                 failed_groups[(d, s)] = f"{outcome.__class__.__name__}: {outcome}".replace("\n", " ")[:300]
             else:
                 db.put_prepared(outcome)
+                task_s += outcome.seconds
+        timing.append(WaveTiming("prepare", len(todo_groups), time.perf_counter() - wave_start, task_s))
         for c in pending:
             if (c.defense, c.seed) in failed_groups:
                 db.put_cell(CellResult(c, f"failed: {failed_groups[(c.defense, c.seed)]}"))
         runnable = [(cfg, c) for c in pending if (c.defense, c.seed) not in failed_groups]
+        wave_start, task_s = time.perf_counter(), 0.0
         outcomes = (r if isinstance(r, CellResult) else CellResult(args[1], f"failed: worker: {r!r}"[:300])
                     for args, r in executor.map(run_cell, runnable))
         for result in _with_progress(outcomes, len(runnable), progress):
             db.put_cell(result)
+            task_s += result.seconds or 0.0
+        timing.append(WaveTiming("cells", len(runnable), time.perf_counter() - wave_start, task_s))
     write_leaderboard(cfg.out, cfg.label)
     status = {r.cell: r.status for r in db.cells()}
     failed = sum(1 for c in plan.cells if status.get(c) != "ok")
-    return Summary(len(pending), len(plan.cells) - len(pending), failed, time.perf_counter() - start)
+    summary = Summary(len(pending), len(plan.cells) - len(pending), failed, time.perf_counter() - start, timing)
+    if pending:  # the timing log of the runs that did work, newest last
+        log = db.meta("run_timings", [])[-19:]
+        db.set_meta("run_timings", log + [{"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                           "workers": cfg.workers, "cells_run": len(pending),
+                                           "wall_s": summary.seconds, "waves": [asdict(t) for t in timing]}])
+    return summary
 
 
 def _with_progress(results: Iterable[CellResult], total: int, progress: bool) -> Iterable[CellResult]:

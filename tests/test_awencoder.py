@@ -50,7 +50,7 @@ def test_black_box_decides_from_predicted_labels_only(setup, monkeypatch):
         def labels(images):  # answers 1 on marked images of the suspect, else 0
             is_marked = bool((images - ctx_.data.test.x).abs().amax() > 0) if images.shape == ctx_.data.test.x.shape else False
             return np.full(len(images), int(is_marked and encoder is marked))
-        return labels
+        return labels, labels(ctx_.data.test.x)
 
     monkeypatch.setattr(aw, "deploy", fake_deploy)
     verdict = blackbox.verify(ctx, marked, key)

@@ -63,3 +63,39 @@ def test_model_file_round_trip(tmp_path):
     back = load_model_file(tmp_path / "m.safetensors")
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(model(x), back(x))
+
+
+def test_concurrent_builders_build_once(tmp_path):
+    """Two workers asking for the same missing artifact at once: one builds, the other waits and loads."""
+    import threading
+    import time
+
+    cache_a, cache_b = ArtifactCache(tmp_path), ArtifactCache(tmp_path)  # as two processes would hold
+    calls = []
+
+    def slow_build():
+        calls.append(1)
+        time.sleep(0.5)
+        return small()
+
+    results = {}
+    threads = [threading.Thread(target=lambda c=c, n=n: results.__setitem__(n, c.model({"role": "race"}, slow_build)))
+               for n, c in (("a", cache_a), ("b", cache_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and cache_a.builds + cache_b.builds == 1
+    assert torch.equal(results["a"].head.weight, results["b"].head.weight)
+
+
+def test_weights_digest_follows_the_weights_not_the_object():
+    from bench.cache import weights_digest
+    from bench.models import clone
+
+    model = small()
+    twin = clone(model)
+    assert weights_digest(model) == weights_digest(twin)
+    with torch.no_grad():
+        twin.head.bias[0] += 1e-6
+    assert weights_digest(model) != weights_digest(twin)

@@ -1,0 +1,42 @@
+"""Mixed precision: training loops run under bfloat16 autocast only where asked, weights stay float32."""
+import torch
+import torch.nn.functional as F
+
+from bench.config import get_profile
+from bench.data import load_digits
+from bench.models import create_model
+from bench.runner import training_dtype
+from bench.training import fit, mixed_precision
+
+
+def train_and_watch(dtype):
+    torch.manual_seed(0)
+    model = create_model("small_cnn", in_channels=1, num_classes=10, width=8)
+    seen = []
+    model.head.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    owner = load_digits().owner
+    x, y = owner.x[:256], owner.y[:256]
+    with mixed_precision(dtype):
+        fit(model.parameters(), lambda i: F.cross_entropy(model(x[i]), y[i]), 256, epochs=25, seed=0, lr=3e-3)
+    with torch.no_grad():
+        loss = float(F.cross_entropy(model(x), y))
+    return model, set(seen[:-1]), seen[-1], loss
+
+
+def test_bfloat16_autocast_trains_inside_the_block_only():
+    model, during, after, loss = train_and_watch(torch.bfloat16)
+    assert during == {torch.bfloat16}  # the training forward passes ran in bfloat16 …
+    assert after == torch.float32  # … evaluation after the block in float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert loss < 0.5  # it still learns the digits (chance is ln 10 ≈ 2.3)
+
+
+def test_full_precision_by_default():
+    _, during, _, _ = train_and_watch(None)
+    assert during == {torch.float32}
+
+
+def test_only_cuda_runs_of_a_mixed_precision_profile_use_bfloat16():
+    assert get_profile("gpu").mixed_precision and not get_profile("default").mixed_precision
+    assert training_dtype(get_profile("gpu"), torch.device("cpu")) is None
+    assert training_dtype(get_profile("default"), torch.device("cpu")) is None
