@@ -40,3 +40,35 @@ def test_only_cuda_runs_of_a_mixed_precision_profile_use_bfloat16():
     assert get_profile("gpu").mixed_precision and not get_profile("default").mixed_precision
     assert training_dtype(get_profile("gpu"), torch.device("cpu")) is None
     assert training_dtype(get_profile("default"), torch.device("cpu")) is None
+
+
+def test_every_method_trains_under_bfloat16_autocast(tmp_path):
+    """What the `gpu` profile does on CUDA, tried on CPU (whose autocast also runs bfloat16): every base
+    recipe, watermark and attack trains without a dtype error and leaves float32 models with finite
+    outputs. Budgets are cut to a step or an epoch: this checks the code paths, not the science."""
+    import dataclasses
+
+    from bench import registry
+    from bench.cache import ArtifactCache
+    from bench.context import Context
+
+    tiny = dataclasses.replace(get_profile("default"), classifier_epochs=1, encoder_epochs=1, clip_epochs=1,
+                               attack_epochs=1, extraction_steps=5)
+    cache, data = ArtifactCache(tmp_path), load_digits()
+    x = data.test.x[:8]
+    with mixed_precision(torch.bfloat16):
+        for defense_name in ("null_embedding", "awencoder", "vlpmarker"):
+            defense = registry.get_defense(defense_name)
+            ctx = Context(data, tiny, 0, defense.model_kind, torch.device("cpu"), cache, defense_name)
+            key = defense.make_key(ctx, 1)
+            marked = defense.watermark(ctx, key)
+            for attack in map(registry.get_attack, registry.attack_names()):
+                if not registry.compatible(defense, attack):
+                    continue
+                out = attack.run(ctx, marked, registry.strengths_for(attack, defense.model_kind)[-1])
+                model = getattr(out, "model", out)
+                assert all(p.dtype == torch.float32 for p in model.parameters()), (defense_name, attack.name)
+                with torch.no_grad():
+                    y = model.encode_image(x) if hasattr(model, "encode_image") else model(x)
+                assert y.dtype == torch.float32 and torch.isfinite(y).all(), (defense_name, attack.name)
+                defense.verify(ctx, model, key)
