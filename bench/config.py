@@ -5,7 +5,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.protocols import WmbenchError
 
@@ -28,8 +28,14 @@ class Profile:
     n_wrong_keys: int = 5  # wrong keys checked against every marked model
     mixed_precision: bool = False  # train in bfloat16 autocast on CUDA (never on CPU; verification stays float32)
 
-    def describe(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    # Fields that only attacks and the runner's bookkeeping read. They are left out of the cache descriptors
+    # of clean, keyed and watermarked models (`describe(for_models=True)`), so changing an attack budget
+    # retrains none of those; a defense's make_key/watermark must not read them.
+    ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_steps", "n_innocent", "n_wrong_keys")
+
+    def describe(self, *, for_models: bool = False) -> dict[str, Any]:
+        skip = self.ATTACK_ONLY if for_models else ()
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 PROFILES: dict[str, Profile] = {

@@ -41,7 +41,7 @@ class Context:
 
     def base_descriptor(self, seed: int) -> dict:
         return {"role": "base", "kind": self.kind_name, "kind_version": self.kind.version,
-                "profile": self.profile.describe(), "seed": seed}
+                "profile": self.profile.describe(for_models=True), "seed": seed}
 
     def base_model(self, seed: int | None = None) -> nn.Module:
         """The clean model of this kind trained with `seed` (default: the cell's seed), cached."""

@@ -266,6 +266,7 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
     start = time.perf_counter()
     plan = make_plan(cfg)
     db = ResultsDB(cfg.out, cfg.label)
+    _check_same_profile(db, cfg)
     db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "strengths": cfg.strengths,
                            "seeds": cfg.seeds,
                            "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data, "fpr_target": cfg.fpr_target})
@@ -314,6 +315,18 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
                                            "workers": cfg.workers, "cells_run": len(pending),
                                            "wall_s": summary.seconds, "waves": [asdict(t) for t in timing]}])
     return summary
+
+
+def _check_same_profile(db: ResultsDB, cfg: RunConfig) -> None:
+    """Refuse to resume into results made with a different definition of the same-named profile: its
+    finished cells would be reused as if they were current."""
+    current = cfg.resolved_profile().describe()
+    recorded = db.meta(f"profile:{cfg.label}")
+    if recorded is not None and recorded != current:
+        changed = sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k))
+        raise WmbenchError(f"{db.path} holds results of a different '{cfg.label}' profile (changed: "
+                           f"{', '.join(changed)}); use another --out, or delete that database to start over")
+    db.set_meta(f"profile:{cfg.label}", current)
 
 
 def _with_progress(results: Iterable[CellResult], total: int, progress: bool) -> Iterable[CellResult]:

@@ -99,3 +99,17 @@ def test_weights_digest_follows_the_weights_not_the_object():
     with torch.no_grad():
         twin.head.bias[0] += 1e-6
     assert weights_digest(model) != weights_digest(twin)
+
+
+def test_attack_budgets_do_not_address_clean_models(make_ctx):
+    """Changing what only attacks read keeps every clean (and so every marked) model; a training budget of
+    the models themselves does not."""
+    import dataclasses
+
+    ctx = make_ctx("classifier", 0)
+    base = ctx.base_descriptor(0)
+    cheaper_attacks = dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, attack_epochs=1,
+                                                                           extraction_steps=10))
+    longer_training = dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, classifier_epochs=1))
+    assert digest(cheaper_attacks.base_descriptor(0)) == digest(base)
+    assert digest(longer_training.base_descriptor(0)) != digest(base)

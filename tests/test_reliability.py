@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.protocols import WmbenchError
 from bench.report import write_leaderboard
 from bench.runner import run_matrix
 
@@ -87,3 +88,17 @@ def test_model_file_of_the_wrong_kind(make_ctx, tmp_path, capsys):
     assert main(["verify", "--defense", "vlpmarker", "--key", str(tmp_path / "key.safetensors"),
                  "--model", str(tmp_path / "classifier.safetensors")]) == 2
     assert "belongs to defense 'null_embedding'" in capsys.readouterr().err
+
+
+def test_results_of_a_changed_profile_are_not_resumed(run_config, monkeypatch):
+    import dataclasses
+
+    from bench import config
+    from bench.runner import run_matrix
+
+    cfg = run_config(defenses=["none"], attacks=["none"])
+    assert run_matrix(cfg, progress=False).failed == 0
+    changed = dataclasses.replace(config.PROFILES["default"], attack_epochs=99)
+    monkeypatch.setitem(config.PROFILES, "default", changed)
+    with pytest.raises(WmbenchError, match=r"different 'default' profile \(changed: attack_epochs\)"):
+        run_matrix(cfg, progress=False)
