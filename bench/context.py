@@ -25,6 +25,11 @@ def random_orthogonal(dim: int, seed: int) -> torch.Tensor:
     return torch.as_tensor(ortho_group.rvs(dim, random_state=np.random.default_rng(seed)), dtype=torch.float32)
 
 
+def innocent_seeds(profile: Profile) -> list[int]:
+    """Seeds of the independently trained clean models that every key is checked against."""
+    return [10_000 + i for i in range(profile.n_innocent)]
+
+
 @dataclass(frozen=True)
 class Context:
     data: Dataset
@@ -50,8 +55,7 @@ class Context:
         return model.to(self.device)
 
     def innocent_seeds(self) -> list[int]:
-        """Seeds of the independently trained clean models that every key is checked against."""
-        return [10_000 + i for i in range(self.profile.n_innocent)]
+        return innocent_seeds(self.profile)
 
     def utility(self, model: nn.Module) -> float:
         return self.kind.utility(self, model.to(self.device).eval())

@@ -20,7 +20,7 @@ from torch import nn
 from bench import registry
 from bench.cache import ArtifactCache, weights_digest
 from bench.config import Profile, RunConfig
-from bench.context import Context, derive_seed
+from bench.context import Context, derive_seed, innocent_seeds
 from bench.data import load_dataset
 from bench.executors import Executor, make_executor
 from bench.protocols import Attack, AttackOutput, Defense, Key, WmbenchError
@@ -78,8 +78,7 @@ def make_plan(cfg: RunConfig) -> Plan:
     groups = sorted({(c.defense, c.seed) for c in cells})
     profile = cfg.resolved_profile()
     used = [registry.get_defense(d) for d in sorted({d for d, _ in groups})]
-    innocent = [10_000 + i for i in range(profile.n_innocent)]
-    bases = {(d.model_kind, s) for d in used for s in list(range(cfg.seeds)) + innocent}
+    bases = {(d.model_kind, s) for d in used for s in list(range(cfg.seeds)) + innocent_seeds(profile)}
     references = {(d.model_kind, s) for d in used for s in getattr(d, "reference_seeds", ())}
     return Plan(cells, groups, sorted(bases | references))
 
