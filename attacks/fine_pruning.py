@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from bench.context import Context, derive_seed
 from bench.models import clone
 from bench.protocols import AttackOutput
 from bench.registry import register_attack
+from bench.training import pruned
 
 
 def mean_activations(ctx: Context, model: nn.Module, activation: nn.Module) -> torch.Tensor:
@@ -50,13 +50,8 @@ class FinePruning:
         means = mean_activations(ctx, model, activation)
         n_prune = round(float(strength) * len(means))
         dormant = means.argsort()[:n_prune]
-        for name in ("weight", "bias"):
-            mask = torch.ones_like(getattr(layer, name))
-            mask[dormant] = 0
-            prune.custom_from_mask(layer, name, mask)
-        ctx.kind.adapt(ctx, model, epochs=ctx.profile.attack_epochs, lr=1e-3,
-                       seed=derive_seed(self.name, strength, ctx.seed))
-        for name in ("weight", "bias"):
-            prune.remove(layer, name)
+        with pruned([(p, torch.ones_like(p).index_fill_(0, dormant, 0)) for p in (layer.weight, layer.bias)]):
+            ctx.kind.adapt(ctx, model, epochs=ctx.profile.attack_epochs, lr=1e-3,
+                           seed=derive_seed(self.name, strength, ctx.seed))
         return AttackOutput(model.eval(), report={"pruned_units": n_prune, "units": len(means),
                                                   "pruned": sorted(dormant.tolist())})

@@ -10,6 +10,7 @@ from torch.nn.utils import prune
 from bench.context import Context, derive_seed
 from bench.models import clone
 from bench.registry import register_attack
+from bench.training import pruned
 
 
 def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -36,13 +37,8 @@ class Pruning:
             prune.remove(module, name)
         for module in channels_last:
             module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
-        if strength.endswith("+ft"):
-            # pruned weights get no gradient, so they stay zero while the rest is fine-tuned (a hook on the
-            # parameter, not a re-parametrisation: attention layers read their weights directly)
-            handles = [module.weight.register_hook(lambda grad, keep=keep: grad * keep)
-                       for (module, _), keep in zip(params, masks)]
-            ctx.kind.adapt(ctx, model, epochs=ctx.profile.attack_epochs, lr=1e-3,
-                           seed=derive_seed(self.name, strength, ctx.seed))
-            for handle in handles:
-                handle.remove()
+        if strength.endswith("+ft"):  # the surviving weights are fine-tuned, the pruned ones stay zero
+            with pruned([(module.weight, keep) for (module, _), keep in zip(params, masks)]):
+                ctx.kind.adapt(ctx, model, epochs=ctx.profile.attack_epochs, lr=1e-3,
+                               seed=derive_seed(self.name, strength, ctx.seed))
         return model.eval()

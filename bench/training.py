@@ -25,6 +25,22 @@ def mixed_precision(dtype: torch.dtype | None) -> Iterator[None]:
         _autocast_dtype.reset(token)
 
 
+@contextmanager
+def pruned(masks: list[tuple[nn.Parameter, torch.Tensor]]) -> Iterator[None]:
+    """Zero each parameter where its mask is 0 and hold those entries at zero while training inside the
+    block (their gradients are masked, so Adam never moves them). A hook on the parameter, not torch's
+    pruning re-parametrisation: attention layers read their weights directly."""
+    with torch.no_grad():
+        for param, keep in masks:
+            param.mul_(keep)
+    handles = [param.register_hook(lambda grad, keep=keep: grad * keep) for param, keep in masks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def fit(
     params: Iterable[nn.Parameter],
     batch_loss: Callable[[torch.Tensor], torch.Tensor],
