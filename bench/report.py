@@ -166,12 +166,12 @@ def _with_uncertainty(table: pd.DataFrame) -> pd.DataFrame:
     shown = table.copy()
     for name in ("utility_clean", "utility_marked", "utility_attacked"):
         shown[name] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(table[name], table[f"{name}_std"])]
-    shown["verification_rate"] = [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" for r, lo, hi in
-                                  zip(table.verification_rate, table.verification_ci_low, table.verification_ci_high)]
-    shown["false_positive_rate"] = [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" for r, lo, hi in
-                                    zip(table.false_positive_rate, table.fpr_ci_low, table.fpr_ci_high)]
-    return shown.drop(columns=["verification_ci_low", "verification_ci_high", "fpr_ci_low", "fpr_ci_high",
-                               "utility_clean_std", "utility_marked_std", "utility_attacked_std"])
+    intervals = {"verification_rate": ("verification_ci_low", "verification_ci_high"),
+                 "false_positive_rate": ("fpr_ci_low", "fpr_ci_high")}
+    for name, (low, high) in intervals.items():
+        shown[name] = [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" for r, lo, hi in zip(table[name], table[low], table[high])]
+    return shown.drop(columns=[c for pair in intervals.values() for c in pair]
+                      + ["utility_clean_std", "utility_marked_std", "utility_attacked_std"])
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
