@@ -9,11 +9,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install bench test
+.PHONY: install bench publish test
 install: $(STAMP)
 
+# The full default matrix, computed (cold on a fresh machine) into runs/default/; portable: CPU kernels
+# pinned, so the numbers are the same on any x86-64 machine with AVX2.
 bench: $(STAMP)
-	$(VENV)/bin/wmbench run
+	$(VENV)/bin/wmbench run --portable
+
+# Copy runs/default into the committed results/ (and the README's summary block): the only way results/ changes.
+publish: $(STAMP)
+	$(VENV)/bin/wmbench publish --from runs/default --to results
 
 test: $(STAMP)
 	$(PY) -m pytest

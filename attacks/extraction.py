@@ -65,6 +65,7 @@ class Extraction:
     name = "extraction"
     model_kinds = ("classifier", "encoder", "vlp")
     strengths = ("500", "2000", "8000")
+    needs = "queries"
     version = "1"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
@@ -76,6 +77,7 @@ class RotatedExtraction:
     name = "extraction_rotated"
     model_kinds = ("encoder", "vlp")
     strengths = Extraction.strengths
+    needs = "queries"
     version = "1"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:

@@ -13,6 +13,7 @@ class NoAttack:
     name = "none"
     model_kinds = MODEL_KINDS
     strengths = ("-",)
+    needs = "queries"
     version = "1"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:

@@ -37,8 +37,9 @@ def _config(args: argparse.Namespace):
         "defenses": _names(args.defenses) or None, "attacks": _names(args.attacks) or None,
         "strengths": _names(args.strengths) or None, "seeds": args.seeds,
         "out": args.out, "device": args.device, "profile": args.profile, "cache": args.cache,
-        "vlp": args.vlp, "data": args.data,
-        "workers": args.workers, "fpr_target": args.fpr_target,
+        "vlp": args.vlp, "data": args.data, "vlp_innocents": _names(args.vlp_innocents) or None,
+        "workers": args.workers, "fpr_target": args.fpr_target, "max_utility_drop": args.max_utility_drop,
+        "portable": args.portable or None,
     }.items() if v is not None}
     if args.config:
         return RunConfig.from_file(args.config, **overrides)
@@ -53,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = make_executor(args.executor, cfg.workers, args.address)
     summary = run_matrix(cfg, executor, progress=not args.quiet)
     print(timing_table(summary.timing, cfg.workers))
-    print(f"{summary.ran} cells run, {summary.reused} reused from {cfg.out}, {summary.failed} failed, "
+    print(f"{summary.ran} cells run, {summary.reused} reused from {cfg.out}, {summary.outside} n/a (outside the "
+          f"threat model), {summary.failed} failed, "
           f"{summary.seconds:.1f} s; leaderboard: {cfg.out / 'leaderboard.md'}")
     return 1 if summary.failed else 0
 
@@ -80,6 +82,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from bench.report import publish
+
+    table = publish(args.source, args.target, args.profile, readme=args.readme)
+    print(f"published {args.source} → {args.target}: {len(table)} rows (results.sqlite, leaderboard.csv/.md/.png)")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from bench.runner import make_plan
     from bench.results import ResultsDB
@@ -88,9 +98,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     plan = make_plan(cfg)
     status = {r.cell: r.status for r in ResultsDB(cfg.out, cfg.label).cells()}
     done = sum(status.get(c) == "ok" for c in plan.cells)
-    failed = [c for c in plan.cells if c in status and status[c] != "ok"]
-    print(f"{done} done, {len(failed)} failed, {len(plan.cells) - done - len(failed)} pending "
-          f"of {len(plan.cells)} cells in {cfg.out}")
+    failed = [c for c in plan.cells if c in status and status[c] != "ok" and c not in plan.outside]
+    print(f"{done} done, {len(failed)} failed, {len(plan.cells) - done - len(failed) - len(plan.outside)} pending, "
+          f"{len(plan.outside)} outside the threat model (n/a) of {len(plan.cells)} cells in {cfg.out}")
     for c in failed:
         print(f"  failed: {c.defense} × {c.attack}[{c.strength}] seed {c.seed}: {status[c]}")
     return 0
@@ -105,7 +115,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     defense = registry.get_defense(args.defense)
     key = Key.load(args.key)
-    if key.defense != defense.name:
+    if key.defense != registry.scheme(defense):  # verification variants share their scheme's keys
         raise WmbenchError(f"key {args.key} belongs to defense '{key.defense}', not '{defense.name}'")
     model = load_model_file(args.model)
     kind = getattr(model, "kind", None)
@@ -131,15 +141,23 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--attacks", help="comma-separated attack names (default: all)")
         sp.add_argument("--strengths", help="comma-separated strengths to keep (default: all of each attack)")
         sp.add_argument("--seeds", type=int, help="seeds per cell (default 3)")
-        sp.add_argument("--out", type=Path, help="output folder (default results/)")
+        sp.add_argument("--out", type=Path, help="run folder (default runs/<profile>; `wmbench publish` copies a "
+                                                 "run into the committed results/)")
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
-        sp.add_argument("--profile", help="model/data sizes: default, gpu")
+        sp.add_argument("--profile", help="model/data sizes: default, gpu, smoke")
         sp.add_argument("--vlp", help="protect a real open_clip model: open_clip:<model>:<pretrained or checkpoint file>")
+        sp.add_argument("--vlp-innocents", dest="vlp_innocents",
+                        help="with a pretrained --vlp: comma-separated other open_clip:<model>:<pretrained> "
+                             "checkpoints, the innocent models (without them the false-positive columns say n/a)")
         sp.add_argument("--data", help="digits (default) or folder:<path> (class-per-subfolder images)")
         sp.add_argument("--cache", type=Path, help="artifact cache folder (default: $WMBENCH_CACHE or user cache)")
         sp.add_argument("--workers", type=int, help="worker processes (default: one per core)")
         sp.add_argument("--fpr-target", dest="fpr_target", type=float,
                         help="false-positive rate the calibrated thresholds aim at (default 0.01)")
+        sp.add_argument("--max-utility-drop", dest="max_utility_drop", type=float,
+                        help="utility an attack may lose and still count as a success (default 0.05)")
+        sp.add_argument("--portable", action="store_true", default=None,
+                        help="pin CPU kernels (AVX2) in every worker: numbers bit-identical across x86-64 machines")
         sp.add_argument("--config", type=Path, help="TOML file with the same fields")
 
     run = sub.add_parser("run", help="evaluate the matrix and write the leaderboard")
@@ -152,6 +170,16 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="which cells are done, failed or pending")
     matrix_options(status)
     status.set_defaults(fn=cmd_status)
+
+    publish = sub.add_parser("publish", help="copy a finished run into the committed leaderboard folder")
+    publish.add_argument("--from", dest="source", type=Path, default=Path("runs/default"),
+                         help="the run folder (default runs/default)")
+    publish.add_argument("--to", dest="target", type=Path, default=Path("results"),
+                         help="the published folder (default results)")
+    publish.add_argument("--profile", default="default", help="the run's profile label")
+    publish.add_argument("--readme", type=Path, default=Path("README.md"),
+                         help="README whose generated summary block is rewritten (default README.md)")
+    publish.set_defaults(fn=cmd_publish)
 
     report = sub.add_parser("report", help="rebuild the leaderboard files from the database")
     report.add_argument("--out", default="results")

@@ -19,19 +19,23 @@ class Profile:
     image_size: int = 32
     width: int = 16  # channels of the first conv stage of the CNNs
     vlp: str = "wmbench-clip-tiny"  # an open_clip model config trained here, or open_clip:<model>:<pretrained>
-    classifier_epochs: int = 25
-    encoder_epochs: int = 30
+    classifier_epochs: int = 15  # one-cycle schedule (bench/kinds.py BASE_LR); was 25 at a constant rate
+    encoder_epochs: int = 20  # one-cycle; was 30
     clip_epochs: int = 40
+    embed_epochs: int = 30  # epochs of a watermark fine-tuned into a trained model (AWEncoder), constant rate
     attack_epochs: int = 6  # epochs an attacker spends training (fine-tuning, unlearning)
+    cleanse_rounds: int = 20  # Neural Cleanse's trigger search per label: at most this many rounds of 10 steps
     extraction_steps: int = 300  # optimisation steps of an extraction thief's student
-    n_innocent: int = 5  # independently trained clean models every key is checked against
-    n_wrong_keys: int = 5  # wrong keys checked against every marked model
+    n_innocent: int = 20  # independently trained clean models per kind (bench.context.innocent_pool)
+    n_wrong_keys: int = 20  # other users' keys checked against every marked model
+    vlp_innocents: tuple[str, ...] = ()  # with a pretrained VLP source: other checkpoints, the innocent models
     mixed_precision: bool = False  # train in bfloat16 autocast on CUDA (never on CPU; verification stays float32)
 
     # Fields that only attacks and the runner's bookkeeping read. They are left out of the cache descriptors
     # of clean, keyed and watermarked models (`describe(for_models=True)`), so changing an attack budget
     # retrains none of those; a defense's make_key/watermark must not read them.
-    ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_steps", "n_innocent", "n_wrong_keys")
+    ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_steps", "cleanse_rounds", "n_innocent",
+                                              "n_wrong_keys", "vlp_innocents")
 
     def describe(self, *, for_models: bool = False) -> dict[str, Any]:
         skip = self.ATTACK_ONLY if for_models else ()
@@ -42,7 +46,10 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(),
     # Bigger models, where an accelerator matters.
     "gpu": Profile(name="gpu", image_size=64, width=64, classifier_epochs=20, encoder_epochs=60, clip_epochs=60,
-                   attack_epochs=10, mixed_precision=True),
+                   embed_epochs=60, attack_epochs=10, mixed_precision=True),
+    # The whole pipeline in seconds (tests, a first look): budgets too small for any scientific reading.
+    "smoke": Profile(name="smoke", classifier_epochs=2, encoder_epochs=2, clip_epochs=2, embed_epochs=2,
+                     attack_epochs=1, extraction_steps=20, cleanse_rounds=2, n_innocent=4, n_wrong_keys=4),
 }
 
 
@@ -60,17 +67,20 @@ class RunConfig:
     attacks: list[str] = field(default_factory=list)
     strengths: list[str] = field(default_factory=list)  # empty: every strength of each attack
     seeds: int = 3
-    out: Path = Path("results")
+    out: Path | None = None  # default runs/<profile>: runs never write into the published results/
     device: str = "auto"
     profile: str = "default"
     vlp: str | None = None  # overrides the profile's VLP: open_clip:<model>:<pretrained>
     data: str | None = None  # overrides the profile's dataset: digits or folder:<path>
+    vlp_innocents: list[str] = field(default_factory=list)  # innocent checkpoints for a pretrained --vlp
     cache: Path | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # local worker processes
     fpr_target: float = 0.01
+    max_utility_drop: float = 0.05  # an attack that loses more utility than this has not succeeded
+    portable: bool = False  # pin CPU kernels in every worker for numbers bit-identical across machines
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
+        self.out = Path("runs") / self.profile if self.out is None else Path(self.out)
         self.cache = Path(self.cache) if self.cache is not None else None
         if not isinstance(self.seeds, int) or self.seeds <= 0:
             raise WmbenchError(f"--seeds must be a positive integer, got {self.seeds!r}")
@@ -80,6 +90,11 @@ class RunConfig:
             raise WmbenchError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if not 0 < self.fpr_target < 1:
             raise WmbenchError(f"fpr_target must lie in (0, 1), got {self.fpr_target!r}")
+        if not 0 <= self.max_utility_drop <= 1:
+            raise WmbenchError(f"max_utility_drop must lie in [0, 1], got {self.max_utility_drop!r}")
+        bad = [c for c in self.vlp_innocents if not c.startswith("open_clip:")]
+        if bad:
+            raise WmbenchError(f"--vlp-innocents wants open_clip:<model>:<pretrained> entries, got {bad[0]!r}")
         if self.out.exists() and not self.out.is_dir():
             raise WmbenchError(f"output path is a file, not a folder: {self.out}")
         get_profile(self.profile)
@@ -94,6 +109,8 @@ class RunConfig:
     def resolved_profile(self) -> Profile:
         """The named profile with this run's --vlp / --data overrides applied."""
         overrides = {k: v for k, v in {"vlp": self.vlp, "dataset": self.data}.items() if v is not None}
+        if self.vlp_innocents:
+            overrides["vlp_innocents"] = tuple(self.vlp_innocents)
         return replace(get_profile(self.profile), **overrides)
 
     @classmethod

@@ -25,9 +25,37 @@ def random_orthogonal(dim: int, seed: int) -> torch.Tensor:
     return torch.as_tensor(ortho_group.rvs(dim, random_state=np.random.default_rng(seed)), dtype=torch.float32)
 
 
-def innocent_seeds(profile: Profile) -> list[int]:
-    """Seeds of the independently trained clean models that every key is checked against."""
-    return [10_000 + i for i in range(profile.n_innocent)]
+@dataclass(frozen=True)
+class Clean:
+    """A clean model of a kind: trained by the owner's recipe with `seed` on one split of the data (`owner`,
+    or `attacker`: data the owner never used), or a pretrained `checkpoint` (`open_clip:<model>:<pretrained>`)."""
+
+    seed: int
+    split: str = "owner"
+    checkpoint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.checkpoint or f"seed {self.seed} on the {self.split} split"
+
+
+def innocent_pool(profile: Profile, kind: str) -> list[Clean]:
+    """The innocent models of a kind that every owner key is checked against: `n_innocent` independently
+    trained clean models, every other one on the attacker's split (data the owner never used). For a
+    pretrained VLP source the innocents are the other checkpoints the user named (`vlp_innocents`): copies
+    of the owner's own weights would not be innocent."""
+    if kind == "vlp" and profile.vlp.startswith("open_clip:"):
+        return [Clean(0, checkpoint=c) for c in profile.vlp_innocents]
+    return [Clean(10_000 + i, "attacker" if i % 2 else "owner") for i in range(profile.n_innocent)]
+
+
+def innocent_pool_gap(profile: Profile, kind: str) -> str:
+    """Why a kind has no innocent models in this profile ('' when it has them)."""
+    if innocent_pool(profile, kind):
+        return ""
+    if kind == "vlp" and profile.vlp.startswith("open_clip:"):
+        return "pretrained VLP source and no innocent checkpoints named (--vlp-innocents)"
+    return "n_innocent = 0"
 
 
 @dataclass(frozen=True)
@@ -44,18 +72,27 @@ class Context:
     def kind(self) -> ModelKindSpec:
         return get_kind(self.kind_name)
 
-    def base_descriptor(self, seed: int) -> dict:
+    def base_descriptor(self, seed: int, split: str = "owner") -> dict:
         return {"role": "base", "kind": self.kind_name, "kind_version": self.kind.version,
-                "profile": self.profile.describe(for_models=True), "seed": seed}
+                "profile": self.profile.describe(for_models=True), "seed": seed, "split": split}
 
-    def base_model(self, seed: int | None = None) -> nn.Module:
-        """The clean model of this kind trained with `seed` (default: the cell's seed), cached."""
+    def base_model(self, seed: int | None = None, split: str = "owner") -> nn.Module:
+        """The clean model of this kind trained with `seed` (default: the cell's seed) on `split`, cached."""
         seed = self.seed if seed is None else seed
-        model = self.cache.model(self.base_descriptor(seed), lambda: self.kind.train_base(self, seed))
+        model = self.cache.model(self.base_descriptor(seed, split), lambda: self.kind.train_base(self, seed, split))
         return model.to(self.device)
 
-    def innocent_seeds(self) -> list[int]:
-        return innocent_seeds(self.profile)
+    def clean_model(self, clean: Clean) -> nn.Module:
+        """A clean model of this kind: trained here (cached), or a named pretrained checkpoint."""
+        if not clean.checkpoint:
+            return self.base_model(clean.seed, clean.split)
+        from bench.vlp import load_pretrained
+
+        desc = {"role": "checkpoint", "kind": self.kind_name, "checkpoint": clean.checkpoint}
+        return self.cache.model(desc, lambda: load_pretrained(clean.checkpoint)).to(self.device)
+
+    def innocents(self) -> list[Clean]:
+        return innocent_pool(self.profile, self.kind_name)
 
     def utility(self, model: nn.Module) -> float:
         return self.kind.utility(self, model.to(self.device).eval())

@@ -36,6 +36,7 @@ def simclr_train(
     batch_size: int = 128,
     params: list[nn.Parameter] | None = None,
     extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    one_cycle: bool = False,
 ) -> nn.Module:
     """Train `encoder` (or only `params` of it) with NT-Xent on two augmented views of `x`;
     `extra_loss(indices)` is added to each batch's loss."""
@@ -51,5 +52,5 @@ def simclr_train(
 
     trained = list(encoder.parameters()) if params is None else list(params)
     fit(trained + list(head.parameters()), batch_loss, len(x),
-        epochs=epochs, seed=seed, lr=lr, batch_size=batch_size)
+        epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, one_cycle=one_cycle)
     return encoder.eval()

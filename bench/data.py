@@ -49,6 +49,12 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def split(self, name: str) -> Split:
+        """The `owner`, `attacker` or `test` split."""
+        if name not in ("owner", "attacker", "test"):
+            raise WmbenchError(f"unknown data split '{name}'; valid: owner, attacker, test")
+        return getattr(self, name)
+
     def to(self, device: torch.device | str) -> "Dataset":
         move = lambda s: Split(s.x.to(device), s.y.to(device))  # noqa: E731
         return replace(self, owner=move(self.owner), attacker=move(self.attacker), test=move(self.test),

@@ -28,8 +28,8 @@ class ModelKindSpec(Protocol):
     def new(self, ctx: "Context") -> nn.Module:
         """A fresh, untrained model of this kind (also what an extraction attacker trains)."""
 
-    def train_base(self, ctx: "Context", seed: int) -> nn.Module:
-        """The clean model the owner would have trained with this seed."""
+    def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
+        """The clean model the owner's recipe trains with this seed on this split of the data."""
 
     def utility(self, ctx: "Context", model: nn.Module) -> float:
         """Task quality on the held-out test split, in [0, 1]."""
@@ -49,6 +49,12 @@ class ModelKindSpec(Protocol):
 
 
 KINDS: dict[str, ModelKindSpec] = {}
+
+# Peak learning rates of the from-scratch recipes, all trained with the one-cycle schedule (`fit`): 15
+# classifier epochs at 1e-2 reach the accuracy of 25 constant-rate epochs at 3e-3 (0.966 vs 0.971, mean of
+# two seeds), 20 SimCLR epochs at 2e-3 that of 30 at 1e-3 (0.964 vs 0.972). CLIP keeps its 40 constant-rate
+# epochs: 20 one-cycle epochs fell from 0.95 to 0.78 zero-shot.
+BASE_LR = {"classifier": 1e-2, "encoder": 2e-3}
 
 
 def register_kind(cls: type) -> type:
@@ -71,11 +77,12 @@ class ClassifierKind:
         d = ctx.data
         return create_model("small_cnn", in_channels=d.channels, num_classes=d.num_classes, width=ctx.profile.width)
 
-    def train_base(self, ctx: "Context", seed: int) -> nn.Module:
+    def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
         torch.manual_seed(seed)
         model = self.new(ctx).to(ctx.device)
-        owner = ctx.data.owner
-        return train_supervised(model, owner.x, owner.y, epochs=ctx.profile.classifier_epochs, seed=seed, lr=3e-3)
+        data = ctx.data.split(split)
+        return train_supervised(model, data.x, data.y, epochs=ctx.profile.classifier_epochs, seed=seed,
+                                lr=BASE_LR["classifier"], one_cycle=True)
 
     def utility(self, ctx: "Context", model: nn.Module) -> float:
         test = ctx.data.test
@@ -118,10 +125,11 @@ class EncoderKind:
     def new(self, ctx: "Context") -> nn.Module:
         return create_model("conv_encoder", in_channels=ctx.data.channels, width=ctx.profile.width)
 
-    def train_base(self, ctx: "Context", seed: int) -> nn.Module:
+    def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
         torch.manual_seed(seed)
         encoder = self.new(ctx).to(ctx.device)
-        return simclr_train(encoder, ctx.data.owner.x, epochs=ctx.profile.encoder_epochs, seed=seed)
+        return simclr_train(encoder, ctx.data.split(split).x, epochs=ctx.profile.encoder_epochs, seed=seed,
+                            lr=BASE_LR["encoder"], one_cycle=True)
 
     def utility(self, ctx: "Context", model: nn.Module) -> float:
         d = ctx.data

@@ -112,6 +112,13 @@ class Attack(Protocol):
     def run(self, ctx: "Context", model: nn.Module, strength: str) -> nn.Module | AttackOutput:
         """Attack `model` at `strength` and return the suspect."""
 
+# Threat models. `Defense.thief_access` says what a thief of the protected model can reach: "weights" (the
+# model itself leaked or was sold: the default) or "api" (only the answers of a deployed service, e.g. an
+# embedding service whose output transform stays inside it). `Attack.needs` says what the attack needs:
+# "weights" (the default) or "queries" (black-box answers); `Attack.needs_for(kind)` may say it per model kind.
+# A pair whose attack needs more than the defense's thief can reach is outside the threat model: reported
+# `n/a`, never run (bench.registry.threat_model_gap).
+#
 # Optional members, looked up with getattr: `Attack.strengths_for(kind)` narrows the strengths for one
 # model kind; `Attack.per_defense = True` says the attack uses the cell's defense (`ctx.defense`), so its
 # results are not shared between defenses; `Defense.scheme` names the scheme whose keys and marked models a

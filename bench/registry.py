@@ -125,6 +125,18 @@ def strengths_for(attack: Attack, kind: str) -> tuple[str, ...]:
     return tuple(narrow(kind)) if narrow is not None else tuple(attack.strengths)
 
 
+def threat_model_gap(defense: Defense, attack: Attack) -> str:
+    """Why `attack` lies outside the threat model of `defense` ('' when the pair is in it): an attack that
+    needs the weights against a defense whose thief reaches only the service's API."""
+    kind = defense.model_kind
+    needs_for = getattr(attack, "needs_for", None)
+    needs = needs_for(kind) if needs_for is not None else getattr(attack, "needs", "weights")
+    reach = getattr(defense, "thief_access", "weights")
+    if needs == "weights" and reach == "api":
+        return f"outside the threat model: {attack.name} needs the model's weights, a thief of {defense.name} reaches only its API"
+    return ""
+
+
 def scheme(defense: Defense) -> str:
     """Defenses that differ only in how they verify share a `scheme`, hence keys and marked models."""
     return getattr(defense, "scheme", defense.name)

@@ -4,6 +4,7 @@ temporary file and renamed, so a crash never leaves half of one."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, median, pstdev
 
@@ -17,11 +18,15 @@ from bench.cache import atomic_write
 from bench.results import CellResult, Check, Prepared, ResultsDB
 
 COLUMNS = [
-    "defense", "attack", "strength", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
-    "utility_marked_std", "utility_attacked", "utility_attacked_std", "verification_rate", "verification_ci_low", "verification_ci_high",
-    "false_positive_rate", "fpr_ci_low", "fpr_ci_high", "n_innocent", "threshold", "p_value_median",
-    "threshold_calibrated", "verification_rate_calibrated", "false_positive_rate_calibrated",
-    "identification_rate", "pirate_verification_rate", "ambiguity_rate", "attack_report", "seconds", "status",
+    "defense", "attack", "strength", "status", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
+    "utility_marked_std", "utility_attacked", "utility_attacked_std",
+    "verification_rate", "verification_ci_low", "verification_ci_high", "auc",
+    "verification_rate_calibrated", "threshold_calibrated",
+    "false_positive_rate", "fpr_ci_low", "fpr_ci_high", "false_positive_rate_calibrated",
+    "n_innocent_models", "n_wrong_keys", "n_attacked_clean", "fpr_note",
+    "removal_rate", "attack_succeeded", "removal_verdict", "threshold", "p_value_median",
+    "identification_rate", "pirate_verification_rate", "pirate_clean_verification_rate", "ambiguity_rate",
+    "attack_report", "seconds",
 ]
 
 
@@ -41,38 +46,123 @@ def calibrated_threshold(innocent_scores: list[float], fpr_target: float) -> flo
     return float(np.quantile(np.asarray(innocent_scores), 1 - fpr_target, method="higher"))
 
 
-def _rate(checks: list[Check], threshold: float | None = None) -> tuple[int, int]:
-    hits = sum((c.statistic > threshold) if threshold is not None else c.detected for c in checks)
-    return int(hits), len(checks)
+@dataclass(frozen=True)
+class Unit:
+    """One innocent unit: a distinct model or key, with its score (for a model checked with several owners'
+    keys, the largest: the unit counts as a false positive if any check flags it)."""
+
+    name: str
+    kind: str  # "model", "wrong key" or "attacked clean"
+    score: float
+    flagged: bool  # at the method's own threshold
+    seed: int = -1  # the owner seed a wrong key or an attacked clean model belongs to (-1: every seed)
 
 
-def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepared], fpr_target: float) -> pd.DataFrame:
-    """One row per (defense, attack, strength), aggregated over seeds."""
+def units(checks: list[Check], kind: str, seed: int = -1) -> list[Unit]:
+    """Merge repeated checks of the same unit (same `Check.unit`) into one unit."""
+    by_name: dict[str, list[Check]] = defaultdict(list)
+    for i, c in enumerate(checks):
+        by_name[c.unit or f"{kind} {i}"].append(c)
+    return [Unit(name, kind, max(c.statistic for c in cs), any(c.detected for c in cs), seed)
+            for name, cs in sorted(by_name.items())]
+
+
+def halves(pool: list[Unit]) -> tuple[list[Unit], list[Unit]]:
+    """A fixed split of the calibration pool into two halves, alternating within each kind of unit."""
+    a: list[Unit] = []
+    b: list[Unit] = []
+    for kind in sorted({u.kind for u in pool}):
+        for i, u in enumerate(sorted((u for u in pool if u.kind == kind), key=lambda u: u.name)):
+            (a if i % 2 == 0 else b).append(u)
+    return a, b
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Thresholds calibrated on one half of the innocent pool, each judged on the other half (cross-fitted)."""
+
+    thresholds: tuple[float, float]
+    held_out: tuple[list[Unit], list[Unit]]  # the half each threshold was NOT fitted on
+
+    @classmethod
+    def cross_fitted(cls, pool: list[Unit], fpr_target: float) -> "Calibration":
+        a, b = halves(pool)
+        return cls((calibrated_threshold([u.score for u in a], fpr_target),
+                    calibrated_threshold([u.score for u in b], fpr_target)), (b, a))
+
+    def detection_rate(self, scores: list[float]) -> float:
+        """Mean over the two thresholds of the fraction of `scores` above it."""
+        if not scores:
+            return float("nan")
+        return float(np.mean([np.mean([s > t for s in scores]) for t in self.thresholds]))
+
+    def false_positive_rate(self, extra: list[Unit] = ()) -> float:
+        """Mean over the two thresholds of the fraction flagged among the held-out half plus `extra` units
+        (innocents never used for calibration, such as the attacked clean models of a row)."""
+        rates = [np.mean([u.score > t for u in held + list(extra)]) for t, held in zip(self.thresholds, self.held_out)
+                 if held or extra]
+        return float(np.mean(rates)) if rates else float("nan")
+
+
+def in_sample_false_positive_rate(pool: list[Unit], fpr_target: float) -> float:
+    """The optimistic number cross-fitting avoids: threshold fitted and judged on the same innocents."""
+    t = calibrated_threshold([u.score for u in pool], fpr_target)
+    return float(np.mean([u.score > t for u in pool]))
+
+
+def auc(positive: list[float], negative: list[float]) -> float:
+    """Area under the ROC curve of scores of marked models (positive) against innocent ones (ties count ½)."""
+    if not positive or not negative:
+        return float("nan")
+    p, n = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
+    return float(np.mean((p > n) + 0.5 * (p == n)))
+
+
+def innocent_pool(prepared: list[Prepared]) -> list[Unit]:
+    """The calibration pool of a defense: its innocent models (each once, over every owner's key) and its
+    wrong keys (distinct per seed)."""
+    models = units([c for p in prepared for c in p.innocent_checks], "model")
+    keys = [u for p in prepared for u in units(p.wrong_key_checks, "wrong key", p.seed)]
+    return models + keys
+
+
+def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepared], fpr_target: float,
+                max_utility_drop: float = 0.05) -> pd.DataFrame:
+    """One row per (defense, attack, strength), aggregated over seeds; false positives over distinct units."""
     by_row: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
-    innocent_by_defense: dict[str, list[float]] = defaultdict(list)
     for c in cells:
         by_row[(c.cell.defense, c.cell.attack, c.cell.strength)].append(c)
-        if c.matched_innocent is not None:
-            innocent_by_defense[c.cell.defense].append(c.matched_innocent.statistic)
-    for p in prepared.values():
-        innocent_by_defense[p.defense].extend(ch.statistic for ch in p.innocent_checks)
-    calibrated = {d: calibrated_threshold(s, fpr_target) for d, s in innocent_by_defense.items()}
+    pools = {d: innocent_pool([p for (dd, _), p in sorted(prepared.items()) if dd == d])
+             for d in {d for d, _ in prepared}}
+    calibrations = {d: Calibration.cross_fitted(pool, fpr_target) for d, pool in pools.items()}
 
     rows = []
     for (defense, attack, strength), results in sorted(by_row.items()):
+        row = {"defense": defense, "attack": attack, "strength": strength}
+        outside = [r.status for r in results if r.status.startswith("n/a")]
+        if outside:
+            rows.append({**row, "status": outside[0], "n_seeds": 0})
+            continue
         ok = [r for r in results if r.status == "ok"]
         preps = [prepared[(defense, r.cell.seed)] for r in ok if (defense, r.cell.seed) in prepared]
         checks = [r.check for r in ok]
-        innocents = [ch for p in preps for ch in p.innocent_checks] + [r.matched_innocent for r in ok]
+        scores = [c.statistic for c in checks]
+        pool = pools.get(defense, [])
+        matched = [u for r in ok for u in units([r.matched_innocent], "attacked clean", r.cell.seed)]
+        seeds = {p.seed for p in preps}
+        row_units = [u for u in pool if u.seed < 0 or u.seed in seeds] + matched
         k, n = _rate(checks)
-        fk, fn = _rate(innocents)
-        t_cal = calibrated.get(defense, float("nan"))
+        fk, fn = sum(u.flagged for u in row_units), len(row_units)
+        calibration = calibrations.get(defense)
+        gap = next((p.innocent_gap for p in preps if p.innocent_gap), "")
         pirates = [r.pirate_check for r in ok if r.pirate_check is not None]
+        pirates_clean = [r.pirate_clean_check for r in ok if r.pirate_clean_check is not None]
         both = [r.check.detected and r.pirate_check.detected for r in ok if r.pirate_check is not None]
         failed = [r.status for r in results if r.status != "ok"]
         attacked = [r.utility_attacked for r in ok]
-        rows.append({
-            "defense": defense, "attack": attack, "strength": strength, "n_seeds": len(ok),
+        row.update({
+            "status": "ok" if not failed else f"{failed[0]} ({len(failed)}/{len(results)} seeds)",
+            "n_seeds": len(ok),
             "utility_clean": _mean(p.utility_clean for p in preps),
             "utility_clean_std": _std(p.utility_clean for p in preps),
             "utility_marked": _mean(p.utility_marked for p in preps),
@@ -81,22 +171,70 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "utility_attacked_std": _std(attacked),
             "verification_rate": k / n if n else float("nan"),
             "verification_ci_low": wilson(k, n)[0], "verification_ci_high": wilson(k, n)[1],
+            "auc": auc(scores, [u.score for u in pool] + [u.score for u in matched]),
             "false_positive_rate": fk / fn if fn else float("nan"),
             "fpr_ci_low": wilson(fk, fn)[0], "fpr_ci_high": wilson(fk, fn)[1],
-            "n_innocent": fn,
+            "n_innocent_models": sum(u.kind == "model" for u in row_units),
+            "n_wrong_keys": sum(u.kind == "wrong key" for u in row_units),
+            "n_attacked_clean": len(matched),
+            "fpr_note": gap,
             "threshold": checks[0].threshold if checks else float("nan"),
             "p_value_median": median(c.p_value for c in checks) if checks else float("nan"),
-            "threshold_calibrated": t_cal,
-            "verification_rate_calibrated": _rate(checks, t_cal)[0] / n if n else float("nan"),
-            "false_positive_rate_calibrated": _rate(innocents, t_cal)[0] / fn if fn else float("nan"),
             "identification_rate": _mean(r.identified for r in ok if r.identified is not None),
             "pirate_verification_rate": sum(c.detected for c in pirates) / len(pirates) if pirates else None,
+            "pirate_clean_verification_rate": (sum(c.detected for c in pirates_clean) / len(pirates_clean)
+                                               if pirates_clean else None),
             "ambiguity_rate": sum(both) / len(both) if both else None,
             "attack_report": summarize_reports([r.attack_report for r in ok]),
             "seconds": _mean(r.seconds for r in results),
-            "status": "ok" if not failed else f"{failed[0]} ({len(failed)}/{len(results)} seeds)",
         })
+        if calibration is not None and pool:
+            utility_kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
+                            for r in ok if (defense, r.cell.seed) in prepared]
+            row.update(removal(calibration, scores, utility_kept))
+            row.update({
+                "threshold_calibrated": float(np.mean(calibration.thresholds)),
+                "verification_rate_calibrated": calibration.detection_rate(scores),
+                "false_positive_rate_calibrated": calibration.false_positive_rate(matched),
+            })
+        if getattr(_defense(defense), "control", False):
+            row.update({"removal_rate": float("nan"), "attack_succeeded": "n/a (control: no mark)",
+                        "removal_verdict": ""})
+        rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def removal(calibration: Calibration, scores: list[float], utility_kept: list[bool]) -> dict:
+    """The removal literature's rule of attack success: the attacked model is not detected (calibrated
+    threshold) *and* keeps its utility. `removal_rate` averages over seeds and the two cross-fitted thresholds."""
+    if not scores:
+        return {}
+    undetected = [[s <= t for s in scores] for t in calibration.thresholds]
+    removed = float(np.mean([[u and kept for u, kept in zip(row, utility_kept)] for row in undetected]))
+    if removed > 0.5:
+        verdict = "yes"
+    elif np.mean(undetected) > 0.5:
+        verdict = "no: utility lost"
+    else:
+        verdict = "no: mark kept"
+    # decided only where the 95 % interval of the seeds' removals lies on one side of ½
+    k = sum(s <= float(np.mean(calibration.thresholds)) and kept for s, kept in zip(scores, utility_kept))
+    low, high = wilson(k, len(scores))
+    decided = "removed" if low > 0.5 else "kept" if high < 0.5 else f"undecided at {len(scores)} seeds"
+    return {"removal_rate": removed, "attack_succeeded": verdict, "removal_verdict": decided}
+
+
+def _defense(name: str):
+    from bench import registry
+
+    try:
+        return registry.get_defense(name)
+    except Exception:  # a defense no longer registered
+        return None
+
+
+def _rate(checks: list[Check]) -> tuple[int, int]:
+    return int(sum(c.detected for c in checks)), len(checks)
 
 
 def summarize_reports(reports: list[dict]) -> str:
@@ -129,19 +267,41 @@ def reproduce_command(config: dict) -> str:
 HOW_TO_READ = """\
 How to read this: one row per (defense, attack, strength), over `n_seeds` seeds. `utility_*` are
 held-out task scores in [0, 1] (classifier: top-1 accuracy; encoder: linear-probe accuracy; VLP:
-zero-shot accuracy) of the clean model, the watermarked model and the attacked model, as mean ± std
-over seeds; rates carry their 95 % Wilson interval in brackets (the CSV has them as separate columns).
-`verification_rate` is the fraction of attacked models on which the owner's key verifies at the
-method's own (paper) `threshold`; `false_positive_rate` is the same verdict on innocent models
-(`n_innocent` checks: the key against independently trained clean models, wrong keys against the
-marked model, and the same attack applied to the clean model).
-`*_calibrated` use instead a threshold set from the innocent scores of the defense to a target
-false-positive rate of {fpr:.0%} (with few innocents: their maximum). `pirate_verification_rate`:
-a pirate's own key verifies on its pirated model; `ambiguity_rate`: both keys verify;
-`identification_rate`: the owner's key scores above every other user's key on the suspect (user
-identification); `attack_report`: what the attack itself found, averaged over seeds. `seconds`:
-mean wall time of a cell (attacks and verifications; models taken from the cache when present).
+zero-shot accuracy) of the clean, the watermarked and the attacked model, as mean ± std over seeds;
+rates carry their 95 % Wilson interval in brackets (the CSV has them as separate columns).
+
+- `verification_rate`: fraction of attacked models on which the owner's key verifies at the method's own
+  (paper) `threshold`. `false_positive_rate`: the same verdict on innocent **units**, each counted once:
+  `n_innocent_models` distinct clean models of the kind (independently trained by the owner's recipe, every
+  other one on the attacker's split, data the owner never used; a model checked with every seed's owner
+  key counts as one unit, flagged if any check flags it), `n_wrong_keys` distinct other users' keys on the
+  marked model, and `n_attacked_clean` clean models put through the same attack. The interval is over
+  those units, never over repeated checks.
+- Calibrated columns (method): the innocent models and wrong keys of a defense form its calibration pool,
+  split into two fixed halves. A threshold on the statistic (oriented: larger = more evidence of the
+  mark) is set on each half to a target false-positive rate of {fpr:.0%} (with fewer than 1/target
+  units: the half's maximum) and judged on the *other* half plus the attacked clean models
+  (`false_positive_rate_calibrated`, cross-fitted: the two halves swapped, averaged); never on the units
+  it was fitted on. `verification_rate_calibrated` is the detection rate of the attacked models at those
+  two thresholds (averaged), `threshold_calibrated` their mean. `auc`: area under the ROC curve of the
+  attacked models' scores against every innocent unit's.
+- Attack success (the removal literature's rule): `removal_rate` is the fraction of seeds where the
+  attacked model is *not* detected at the calibrated threshold **and** keeps its utility
+  (`utility_attacked ≥ utility_marked − {drop}`); `attack_succeeded` says yes when that happens in most
+  seeds, else whether the mark was kept or the utility lost; `removal_verdict` calls it only where the 95 %
+  interval of the seeds' removals lies wholly above or below ½ (never at 3 seeds: "undecided"). Rows whose `status` is `n/a` lie outside the
+  threat model (what the attack needs, the defense's thief cannot reach) and are not run.
+- `pirate_verification_rate`: a pirate's own key verifies on its pirated model (the marked one);
+  `pirate_clean_verification_rate`: the same pirate on the *clean* model (piracy resistance is the contrast
+  between the two); `ambiguity_rate`: owner's and pirate's keys both verify; `identification_rate`: the owner's key scores above every other user's key on the suspect;
+  `attack_report`: what the attack itself found, averaged over seeds; `seconds`: mean wall time of a cell.
 """
+
+# The Markdown table's columns (the CSV has every column of COLUMNS).
+SHOWN = ["defense", "attack", "strength", "n_seeds", "utility_marked", "utility_attacked", "verification_rate",
+         "auc", "verification_rate_calibrated", "false_positive_rate", "false_positive_rate_calibrated",
+         "removal_rate", "attack_succeeded", "identification_rate", "pirate_verification_rate",
+         "pirate_clean_verification_rate", "status"]
 
 
 def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | None = None) -> pd.DataFrame:
@@ -149,10 +309,13 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     db = ResultsDB(out, profile)
     config = db.meta("config", {})
     fpr_target = fpr_target if fpr_target is not None else float(config.get("fpr_target", 0.01))
-    table = leaderboard(db.cells(), db.prepared(), fpr_target)
+    drop = float(config.get("max_utility_drop", 0.05))
+    table = leaderboard(db.cells(), db.prepared(), fpr_target, drop)
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
-    shown = _with_uncertainty(table)
-    header = (f"# wmbench leaderboard (profile `{profile}`)\n\n" + HOW_TO_READ.format(fpr=fpr_target)
+    shown = _with_uncertainty(table)[SHOWN]
+    header = (f"# wmbench leaderboard (profile `{profile}`)\n\n{summary_markdown(table, drop)}\n"
+              + "## Every row\n\n" + HOW_TO_READ.format(fpr=fpr_target, drop=drop)
+              + f"\n{reproducibility_line(db.meta('environment'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
                  lambda p: p.write_text(header + tabulate(shown, headers="keys", tablefmt="github",
@@ -161,17 +324,64 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     return table
 
 
+def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """Defense × attack, one cell each: the attacker's best setting of that attack (highest `removal_rate`,
+    then lowest calibrated detection, then highest utility after) with its outcome; `n/a` outside the
+    threat model."""
+    cells: dict[str, dict[str, str]] = defaultdict(dict)
+    for (defense, attack), group in table.groupby(["defense", "attack"], sort=True):
+        if group["status"].str.startswith("n/a").all():
+            cells[defense][attack] = "n/a"
+            continue
+        group = group[group["n_seeds"] > 0]
+        best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["verification_rate_calibrated"].fillna(1))
+        best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+        outcome = {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost"}.get(
+            best["attack_succeeded"], "control")
+        cells[defense][attack] = (f"{outcome} ({best['strength']}: detected {best['verification_rate_calibrated']:.2f}, "
+                                  f"utility {best['utility_attacked']:.2f})")
+    attacks = sorted(table["attack"].unique())
+    return pd.DataFrame([{"defense": d, **{a: cells[d].get(a, "") for a in attacks}} for d in sorted(cells)])
+
+
+def summary_markdown(table: pd.DataFrame, drop: float) -> str:
+    """The screen-sized view: the summary matrix and how to read it."""
+    if table.empty:
+        return ""
+    legend = ("Each cell: the attacker's best setting of that attack and its outcome over the seeds — `removed` "
+              "(the mark is not detected at the calibrated threshold and utility falls by at most "
+              f"{drop:g}, in most seeds), `kept` (the mark is still detected), `utility lost` (the mark went, "
+              "but so did the utility); `detected` is the calibrated detection rate, `utility` the utility after "
+              "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control.")
+    body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
+    return f"## Summary\n\n{legend}\n\n{body}\n"
+
+
+def reproducibility_line(env: dict | None) -> str:
+    """What the run's metadata says about bit-reproducibility (bench.portable)."""
+    if not env:
+        return "Reproducibility: no machine metadata recorded for this run."
+    machine = f"{env.get('cpu_model', '?')}, torch {env.get('torch', '?')}"
+    if env.get("portable"):
+        return (f"Reproducibility: portable mode — CPU kernels pinned to {env.get('pinned')} in every process, so "
+                f"the numbers are bit-identical on any x86-64 machine with that instruction set and the same package "
+                f"versions (this run: {machine}).")
+    return (f"Reproducibility: ambient CPU kernels ({env.get('cpu_capability', '?')}) on {machine}: the same "
+            f"command gives the same numbers on this machine; on another CPU training can diverge (run with "
+            f"`--portable` for bit-identical numbers across machines).")
+
+
 def _with_uncertainty(table: pd.DataFrame) -> pd.DataFrame:
     """The Markdown view: utilities as mean ± std, rates with their 95 % Wilson interval."""
     shown = table.copy()
     for name in ("utility_clean", "utility_marked", "utility_attacked"):
-        shown[name] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(table[name], table[f"{name}_std"])]
+        shown[name] = [f"{m:.3f} ± {s:.3f}" if m == m else "" for m, s in zip(table[name], table[f"{name}_std"])]
     intervals = {"verification_rate": ("verification_ci_low", "verification_ci_high"),
                  "false_positive_rate": ("fpr_ci_low", "fpr_ci_high")}
     for name, (low, high) in intervals.items():
-        shown[name] = [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" for r, lo, hi in zip(table[name], table[low], table[high])]
-    return shown.drop(columns=[c for pair in intervals.values() for c in pair]
-                      + ["utility_clean_std", "utility_marked_std", "utility_attacked_std"])
+        shown[name] = [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" if r == r else ""
+                       for r, lo, hi in zip(table[name], table[low], table[high])]
+    return shown
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
@@ -210,3 +420,38 @@ def _strength_order(attack: str):
     except Exception:  # an attack no longer registered: keep the table's order
         order = ()
     return lambda strength: order.index(strength) if strength in order else len(order)
+
+
+def publish(source: Path, target: Path, profile: str = "default", readme: Path | None = None) -> pd.DataFrame:
+    """Copy a finished run's database into the published folder (atomically) and write its leaderboard
+    there: the only way `results/` changes. With `readme`, its generated summary block is rewritten too."""
+    import shutil
+
+    from bench.protocols import WmbenchError
+    from bench.results import DB_NAME
+
+    source, target = Path(source), Path(target)
+    if not (source / DB_NAME).is_file():
+        raise WmbenchError(f"no results database in {source} (run `wmbench run --out {source}` first)")
+    if source.resolve() == target.resolve():
+        raise WmbenchError(f"publishing {source} onto itself")
+    atomic_write(target / DB_NAME, lambda p: shutil.copyfile(source / DB_NAME, p))
+    table = write_leaderboard(target, profile)
+    if readme is not None and Path(readme).is_file():
+        update_readme(Path(readme), summary_markdown(table, float(ResultsDB(target, profile).meta(
+            "config", {}).get("max_utility_drop", 0.05))))
+    return table
+
+
+README_START, README_END = "<!-- leaderboard-summary:start -->", "<!-- leaderboard-summary:end -->"
+
+
+def update_readme(readme: Path, summary: str) -> None:
+    """Replace the README's generated block (between the two markers) with the published summary."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    block = summary.replace("## Summary\n\n", "", 1)
+    atomic_write(readme, lambda p: p.write_text(f"{head}{README_START}\n{block}{README_END}{tail}"))

@@ -31,33 +31,38 @@ class Check:
     threshold: float
     p_value: float
     details: dict[str, float] = field(default_factory=dict)
+    unit: str = ""  # the innocent unit checked (a model's or a key's name), for innocent checks
 
     @classmethod
-    def of(cls, v: Verification) -> "Check":
-        return cls(bool(v.detected), float(v.statistic), float(v.threshold), float(v.p_value), dict(v.details))
+    def of(cls, v: Verification, unit: str = "") -> "Check":
+        return cls(bool(v.detected), float(v.statistic), float(v.threshold), float(v.p_value), dict(v.details), unit)
 
 
 @dataclass
 class Prepared:
-    """What is measured once per (defense, seed): utilities before any attack, and the innocent checks
-    (the key against independently trained clean models; wrong keys against the marked model)."""
+    """What is measured once per (defense, seed): utilities before any attack, and the innocent checks:
+    the owner's key against each innocent model of the kind (`innocent_checks`, unit = the model) and each
+    other user's key against the marked model (`wrong_key_checks`, unit = the key)."""
 
     defense: str
     seed: int
     utility_clean: float
     utility_marked: float
     innocent_checks: list[Check]
+    wrong_key_checks: list[Check]
     seconds: float
+    innocent_gap: str = ""  # why the kind has no innocent models in this run ('' when it has)
 
 
 @dataclass
 class CellResult:
     cell: CellId
-    status: str  # "ok" or "failed: <reason>"
+    status: str  # "ok", "failed: <reason>" or "n/a: <reason>" (outside the threat model: not run)
     utility_attacked: float | None = None
     check: Check | None = None
     matched_innocent: Check | None = None  # the same attack run on the clean base model, verified with the key
     pirate_check: Check | None = None  # the pirate's own key verified on the pirated model
+    pirate_clean_check: Check | None = None  # the same pirate's key on the pirated *clean* model (the contrast)
     identified: bool | None = None  # the owner's key scores above every other user's key on the suspect
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
@@ -114,8 +119,8 @@ class ResultsDB:
         for (data,) in rows:
             d = json.loads(data)
             d["cell"] = CellId(**d["cell"])
-            for name in ("check", "matched_innocent", "pirate_check"):
-                d[name] = _check(d[name])
+            for name in ("check", "matched_innocent", "pirate_check", "pirate_clean_check"):
+                d[name] = _check(d.get(name))
             out.append(CellResult(**d))
         return out
 
@@ -126,12 +131,13 @@ class ResultsDB:
         for (data,) in rows:
             d = json.loads(data)
             d["innocent_checks"] = [Check(**c) for c in d["innocent_checks"]]
+            d["wrong_key_checks"] = [Check(**c) for c in d["wrong_key_checks"]]
             out[(d["defense"], d["seed"])] = Prepared(**d)
         return out
 
     def done(self) -> set[CellId]:
-        """Cells that finished ok (failed cells are tried again on a re-run)."""
+        """Cells that finished ok or were found outside the threat model (failed cells are tried again)."""
         with closing(self._connect()) as con:
-            rows = con.execute("SELECT defense, attack, strength, seed FROM cells WHERE profile=? AND status='ok'",
-                               (self.profile,)).fetchall()
+            rows = con.execute("SELECT defense, attack, strength, seed FROM cells WHERE profile=? AND "
+                               "(status='ok' OR status LIKE 'n/a%')", (self.profile,)).fetchall()
         return {CellId(*r) for r in rows}

@@ -7,6 +7,7 @@ then the cells (attack the marked model, attack the clean model too, verify both
 from __future__ import annotations
 
 import functools
+import json
 import resource
 import time
 import traceback
@@ -18,11 +19,12 @@ import torch
 from torch import nn
 
 from bench import registry
-from bench.cache import ArtifactCache, weights_digest
+from bench.cache import ArtifactCache, default_cache_dir, weights_digest
 from bench.config import Profile, RunConfig
-from bench.context import Context, derive_seed, innocent_seeds
+from bench.context import Clean, Context, derive_seed, innocent_pool, innocent_pool_gap
 from bench.data import load_dataset
-from bench.executors import Executor, make_executor
+from bench.executors import Executor, LocalExecutor, SerialExecutor, make_executor
+from bench.portable import PINNED_ISA, environment, pin_kernels
 from bench.protocols import Attack, AttackOutput, Defense, Key, WmbenchError
 from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
 from bench.training import mixed_precision
@@ -57,9 +59,16 @@ def decoy_secret(seed: int, j: int) -> int:
 
 @dataclass(frozen=True)
 class Plan:
-    cells: list[CellId]
-    groups: list[tuple[str, int]]  # (defense, seed) pairs that the cells need
-    bases: list[tuple[str, int]]  # (model kind, seed) clean models those need, verifiers' references included
+    cells: list[CellId]  # every cell of the selection, those outside the threat model included
+    outside: dict[CellId, str]  # cells outside the threat model, with the reason (reported n/a, never run)
+    groups: list[tuple[str, int]]  # (defense, seed) pairs that the runnable cells need
+    owners: list[tuple[str, Clean]]  # (model kind, clean model) the owners' clean models
+    innocents: list[tuple[str, Clean]]  # (model kind, clean model) the innocent pool of each kind used
+    references: list[tuple[str, Clean]]  # clean models verifiers train as their own references
+
+    @property
+    def bases(self) -> list[tuple[str, Clean]]:
+        return self.owners + self.innocents + self.references
 
 
 def make_plan(cfg: RunConfig) -> Plan:
@@ -70,17 +79,30 @@ def make_plan(cfg: RunConfig) -> Plan:
     unknown = [s for s in cfg.strengths if s not in offered]
     if unknown:
         raise WmbenchError(f"no selected attack offers strength '{unknown[0]}'; offered: {', '.join(sorted(offered))}")
-    cells = [CellId(d.name, a.name, s, seed) for d in defenses for a in attacks if registry.compatible(d, a)
-             for s in registry.strengths_for(a, d.model_kind) if not cfg.strengths or s in cfg.strengths
-             for seed in range(cfg.seeds)]
+    cells, outside = [], {}
+    for d in defenses:
+        for a in attacks:
+            if not registry.compatible(d, a):
+                continue
+            gap = registry.threat_model_gap(d, a)
+            for s in registry.strengths_for(a, d.model_kind):
+                if cfg.strengths and s not in cfg.strengths:
+                    continue
+                for seed in range(cfg.seeds):
+                    cells.append(CellId(d.name, a.name, s, seed))
+                    if gap:
+                        outside[cells[-1]] = gap
     if not cells:
         raise WmbenchError("no compatible (defense, attack) pair in this selection; see `wmbench list`")
-    groups = sorted({(c.defense, c.seed) for c in cells})
+    groups = sorted({(c.defense, c.seed) for c in cells if c not in outside})
     profile = cfg.resolved_profile()
     used = [registry.get_defense(d) for d in sorted({d for d, _ in groups})]
-    bases = {(d.model_kind, s) for d in used for s in list(range(cfg.seeds)) + innocent_seeds(profile)}
-    references = {(d.model_kind, s) for d in used for s in getattr(d, "reference_seeds", ())}
-    return Plan(cells, groups, sorted(bases | references))
+    kinds = sorted({d.model_kind for d in used})
+    owners = [(k, Clean(s)) for k in kinds for s in range(cfg.seeds)]
+    innocents = [(k, c) for k in kinds for c in innocent_pool(profile, k)]
+    references = sorted({(d.model_kind, Clean(s)) for d in used for s in getattr(d, "reference_seeds", ())},
+                        key=lambda b: (b[0], b[1].seed))
+    return Plan(cells, outside, groups, owners, innocents, references)
 
 
 class Workbench:
@@ -92,7 +114,8 @@ class Workbench:
         self.device = resolve_device(cfg.device)
         self.autocast_dtype = training_dtype(self.profile, self.device)
         self.data = load_dataset(self.profile.dataset, self.profile.image_size).to(self.device)
-        self.cache = ArtifactCache(cfg.cache)
+        root = cfg.cache or default_cache_dir()  # models trained with pinned kernels are kept apart
+        self.cache = ArtifactCache(root / f"portable-{PINNED_ISA.lower()}" if cfg.portable else root)
 
     def context(self, kind: str, seed: int, defense: str = "") -> Context:
         return Context(self.data, self.profile, seed, kind, self.device, self.cache, defense)
@@ -103,7 +126,8 @@ class Workbench:
         return self.cache.key(desc, lambda: defense.make_key(ctx, secret)), desc
 
     def wrong_keys(self, defense: Defense, ctx: Context) -> list[Key]:
-        """Keys of other users (decoy secrets) made for the same clean model as the owner's."""
+        """Keys of other users (decoy secrets, distinct per seed and user) made for the same clean model as
+        the owner's."""
         return [self.key(defense, ctx, decoy_secret(ctx.seed, j))[0] for j in range(self.profile.n_wrong_keys)]
 
     def marked(self, defense: Defense, ctx: Context) -> tuple[nn.Module, Key]:
@@ -181,25 +205,42 @@ def runner_task(task: Callable[..., T]) -> Callable[..., T]:
 
 
 @runner_task
-def build_base(cfg: RunConfig, kind: str, seed: int) -> float:
-    """Train (or load) one clean base model; returns the seconds it took."""
-    start = time.perf_counter()
-    workbench(cfg).context(kind, seed).base_model()
-    return time.perf_counter() - start
+def worker_environment(cfg: RunConfig) -> dict:
+    """Versions, kernel settings and CPU of a worker (what its float results depend on)."""
+    return environment(cfg.portable)
 
 
 @runner_task
-def prepare(cfg: RunConfig, defense_name: str, seed: int) -> Prepared:
-    """Key, marked model, utilities before attack, and the innocent checks of one (defense, seed)."""
+def build_base(cfg: RunConfig, kind: str, clean: Clean) -> tuple[float, str]:
+    """Train (or load) one clean model; returns the seconds it took and its weights digest."""
+    start = time.perf_counter()
+    model = workbench(cfg).context(kind, clean.seed).clean_model(clean)
+    return time.perf_counter() - start, weights_digest(model)
+
+
+@runner_task
+def prepare(cfg: RunConfig, defense_name: str, seed: int) -> tuple[Prepared, str]:
+    """Key, marked model, utilities before attack, and the innocent checks of one (defense, seed); also the
+    marked model's weights digest."""
     start = time.perf_counter()
     wb = workbench(cfg)
     defense = registry.get_defense(defense_name)
     ctx = wb.context(defense.model_kind, seed, defense_name)
     marked, key = wb.marked(defense, ctx)
-    checks = [Check.of(defense.verify(ctx, ctx.base_model(s), key)) for s in ctx.innocent_seeds()]
-    checks += [Check.of(defense.verify(ctx, marked, wrong)) for wrong in wb.wrong_keys(defense, ctx)]
-    return Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), checks,
-                    time.perf_counter() - start)
+    innocent = [Check.of(defense.verify(ctx, ctx.clean_model(c), key), unit=c.name) for c in ctx.innocents()]
+    wrong = [Check.of(defense.verify(ctx, marked, k), unit=f"key {k.secret}") for k in wb.wrong_keys(defense, ctx)]
+    prepared = Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), innocent, wrong,
+                        time.perf_counter() - start, innocent_pool_gap(ctx.profile, ctx.kind_name))
+    return prepared, weights_digest(marked)
+
+
+def check_innocents_are_distinct(innocent: dict[tuple[str, Clean], str], owned: dict[str, str]) -> None:
+    """Refuse a run in which an innocent model holds the same weights as an owner's clean or marked model
+    (`owned`: digest → what it is): it would count the owner's own model as innocent."""
+    for (kind, clean), d in sorted(innocent.items(), key=lambda item: (item[0][0], item[0][1].name)):
+        if d in owned:
+            raise WmbenchError(f"innocent {kind} model ({clean.name}) has the same weights as {owned[d]}; "
+                               f"an innocent pool must not contain the owner's models")
 
 
 @runner_task
@@ -225,6 +266,8 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
             identified=check.statistic > max(others, default=float("-inf")),
             matched_innocent=Check.of(defense.verify(ctx, clean_outcome.model, key)),
             pirate_check=None if pirate is None else Check.of(defense.verify(ctx, outcome.model, pirate)),
+            pirate_clean_check=(None if clean_outcome.pirate_key is None else
+                                Check.of(defense.verify(ctx, clean_outcome.model, clean_outcome.pirate_key))),
             attack_report=outcome.report,
         )
     except Exception as e:  # a failing method fails its cell, not the matrix
@@ -256,6 +299,7 @@ class Summary:
     failed: int  # cells of the plan whose status is not ok
     seconds: float
     timing: list[WaveTiming] = field(default_factory=list)
+    outside: int = 0  # cells outside the threat model (recorded n/a, not run)
 
 
 def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool = True) -> Summary:
@@ -267,31 +311,50 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
     db = ResultsDB(cfg.out, cfg.label)
     _check_same_profile(db, cfg)
     db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "strengths": cfg.strengths,
-                           "seeds": cfg.seeds,
-                           "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data, "fpr_target": cfg.fpr_target})
+                           "seeds": cfg.seeds, "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data,
+                           "fpr_target": cfg.fpr_target, "max_utility_drop": cfg.max_utility_drop})
     finished = db.done()
-    pending = [c for c in plan.cells if c not in finished]
+    for cell, reason in plan.outside.items():
+        if cell not in finished:
+            db.put_cell(CellResult(cell, f"n/a: {reason}"))
+    pending = [c for c in plan.cells if c not in finished and c not in plan.outside]
     groups = sorted({(c.defense, c.seed) for c in pending})
     prepared = db.prepared()
     todo_groups = [g for g in groups if g not in prepared]
     kinds = {registry.get_defense(d).model_kind for d, _ in todo_groups + [(c.defense, 0) for c in pending]}
     bases = [b for b in plan.bases if b[0] in kinds]
+    if cfg.portable:
+        pin_kernels()  # inherited by the spawned workers, which import torch after this
+        if executor is None or isinstance(executor, SerialExecutor):
+            executor = LocalExecutor(cfg.workers)  # even with one worker: this process's torch is loaded
+        elif not isinstance(executor, LocalExecutor):
+            raise WmbenchError("--portable needs the local executor's worker processes")
     executor = executor or make_executor("local", cfg.workers)
     failed_groups: dict[tuple[str, int], str] = {}
     timing = []
     with executor:
+        for _, env in executor.map(worker_environment, [(cfg,)]):
+            if isinstance(env, dict):
+                db.set_meta("environment", env)
         wave_start, task_s = time.perf_counter(), 0.0
-        for _, seconds in executor.map(build_base, [(cfg, k, s) for k, s in bases]):
-            # a base that fails to build fails the groups that need it, below
-            task_s += seconds if isinstance(seconds, float) else 0.0
+        digests: dict[tuple[str, Clean], str] = {}
+        for (_, kind, clean), outcome in executor.map(build_base, [(cfg, k, c) for k, c in bases]):
+            if isinstance(outcome, tuple):  # a base that fails to build fails the groups that need it, below
+                task_s += outcome[0]
+                digests[(kind, clean)] = outcome[1]
+        owned = {d: f"the owner's clean model ({c.name})" for (k, c), d in digests.items() if (k, c) in plan.owners}
+        innocent = {b: d for b, d in digests.items() if b in plan.innocents}
+        check_innocents_are_distinct(innocent, owned)
         timing.append(WaveTiming("bases", len(bases), time.perf_counter() - wave_start, task_s))
         wave_start, task_s = time.perf_counter(), 0.0
         for (_, d, s), outcome in executor.map(prepare, [(cfg, d, s) for d, s in todo_groups]):
             if isinstance(outcome, BaseException):
                 failed_groups[(d, s)] = f"{outcome.__class__.__name__}: {outcome}".replace("\n", " ")[:300]
             else:
-                db.put_prepared(outcome)
-                task_s += outcome.seconds
+                prepared_group, marked_digest = outcome
+                check_innocents_are_distinct(innocent, {marked_digest: f"the marked {d} model of seed {s}"})
+                db.put_prepared(prepared_group)
+                task_s += prepared_group.seconds
         timing.append(WaveTiming("prepare", len(todo_groups), time.perf_counter() - wave_start, task_s))
         for c in pending:
             if (c.defense, c.seed) in failed_groups:
@@ -306,8 +369,9 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
         timing.append(WaveTiming("cells", len(runnable), time.perf_counter() - wave_start, task_s))
     write_leaderboard(cfg.out, cfg.label)
     status = {r.cell: r.status for r in db.cells()}
-    failed = sum(1 for c in plan.cells if status.get(c) != "ok")
-    summary = Summary(len(pending), len(plan.cells) - len(pending), failed, time.perf_counter() - start, timing)
+    failed = sum(1 for c in plan.cells if c not in plan.outside and status.get(c) != "ok")
+    summary = Summary(len(pending), len(plan.cells) - len(plan.outside) - len(pending), failed,
+                      time.perf_counter() - start, timing, len(plan.outside))
     if pending:  # the timing log of the runs that did work, newest last
         log = db.meta("run_timings", [])[-19:]
         db.set_meta("run_timings", log + [{"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -319,7 +383,7 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
 def _check_same_profile(db: ResultsDB, cfg: RunConfig) -> None:
     """Refuse to resume into results made with a different definition of the same-named profile: its
     finished cells would be reused as if they were current."""
-    current = cfg.resolved_profile().describe()
+    current = json.loads(json.dumps(cfg.resolved_profile().describe()))  # as stored: tuples become lists
     recorded = db.meta(f"profile:{cfg.label}")
     if recorded is not None and recorded != current:
         changed = sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k))

@@ -151,7 +151,8 @@ def load_pretrained(spec: str) -> ClipService:
 
 
 def clip_train(model: ClipService, x: torch.Tensor, y: torch.Tensor, class_names: tuple[str, ...], *, epochs: int,
-               seed: int, lr: float = 5e-4, params: list[nn.Parameter] | None = None) -> ClipService:
+               seed: int, lr: float = 5e-4, params: list[nn.Parameter] | None = None,
+               one_cycle: bool = False) -> ClipService:
     """Contrastive image–caption training (soft targets over same-class pairs, see the module doc)."""
     tokens = model.tokenizer(prompts(class_names)).to(x.device)
     n_templates = len(TEMPLATES)
@@ -162,14 +163,16 @@ def clip_train(model: ClipService, x: torch.Tensor, y: torch.Tensor, class_names
         yb = y[i]
         template = torch.randint(0, n_templates, (len(i),), device=x.device)
         image = model.encode_image(x[i])
-        text = model.encode_tokens(tokens[yb * n_templates + template])
+        # every distinct caption is encoded once per batch (there are only classes × templates of them):
+        # the same embeddings and gradients as encoding each image's caption, a third of the text-tower work
+        text = model.encode_tokens(tokens)[yb * n_templates + template]
         logits = scale.exp().clamp(max=100) * image @ text.T
         same = (yb[:, None] == yb[None, :]).float()
         targets = same / same.sum(1, keepdim=True)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
     fit(model.parameters() if params is None else params, batch_loss, len(y), epochs=epochs, seed=seed, lr=lr,
-        batch_size=128)
+        batch_size=128, one_cycle=one_cycle)
     return model.eval()
 
 
@@ -192,13 +195,13 @@ class VlpKind:
         spec = ctx.profile.vlp
         return create_model("clip_service", model_name=spec.split(":")[1] if spec.startswith("open_clip:") else spec)
 
-    def train_base(self, ctx: "Context", seed: int) -> nn.Module:
+    def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
         if ctx.profile.vlp.startswith("open_clip:"):  # pretrained weights: one base for every seed
             return load_pretrained(ctx.profile.vlp).to(ctx.device).eval()
         torch.manual_seed(seed)
         model = self.new(ctx).to(ctx.device)
-        owner = ctx.data.owner
-        return clip_train(model, owner.x, owner.y, ctx.data.class_names, epochs=ctx.profile.clip_epochs, seed=seed)
+        data = ctx.data.split(split)
+        return clip_train(model, data.x, data.y, ctx.data.class_names, epochs=ctx.profile.clip_epochs, seed=seed)
 
     def utility(self, ctx: "Context", model: nn.Module) -> float:
         weights = class_embeddings(model, ctx.data.class_names)

@@ -14,6 +14,7 @@ class NoDefense:
     name = "none"
     model_kind = "classifier"
     version = "1"
+    control = True  # no mark: its rows show what attacks cost, never whether one "removed" anything
 
     def make_key(self, ctx: Context, secret: int, model: nn.Module | None = None) -> Key:
         return Key(self.name, secret)

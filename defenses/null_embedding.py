@@ -22,6 +22,7 @@ from scipy.stats import binomtest
 from torch import nn
 
 from bench.context import Context, derive_seed
+from bench.kinds import BASE_LR
 from bench.models import clone
 from bench.protocols import Key, Verification
 from bench.registry import register_defense
@@ -61,7 +62,7 @@ class NullEmbedding:
         return out
 
     def embed(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, key: Key, *, epochs: int, seed: int,
-              lr: float = 3e-3) -> nn.Module:
+              lr: float, one_cycle: bool = False) -> nn.Module:
         """Train `model` on clean + null + true batches of (x, y) for `key` (also a pirate's procedure)."""
         target = key.params["target"]
         w = self.watermark_weight
@@ -74,14 +75,15 @@ class NullEmbedding:
             return clean + w * null + w * true
 
         model.train()
-        fit(model.parameters(), batch_loss, len(y), epochs=epochs, seed=seed, lr=lr)
+        fit(model.parameters(), batch_loss, len(y), epochs=epochs, seed=seed, lr=lr, one_cycle=one_cycle)
         return model.eval()
 
     def watermark(self, ctx: Context, key: Key) -> nn.Module:
         torch.manual_seed(ctx.seed)
         model = ctx.kind.new(ctx).to(ctx.device)
         owner = ctx.data.owner
-        return self.embed(model, owner.x, owner.y, key, epochs=ctx.profile.classifier_epochs, seed=ctx.seed)
+        return self.embed(model, owner.x, owner.y, key, epochs=ctx.profile.classifier_epochs, seed=ctx.seed,
+                          lr=BASE_LR["classifier"], one_cycle=True)  # the clean classifier's recipe
 
     def rewatermark(self, ctx: Context, model: nn.Module, key: Key, budget: int) -> nn.Module:
         """A pirate's incremental embedding: the same clean + null + true training, started from the

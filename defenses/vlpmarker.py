@@ -40,6 +40,7 @@ from bench.vlp import class_embeddings
 class VLPMarker:
     name = "vlpmarker"
     model_kind = "vlp"
+    thief_access = "api"  # the transform W lives inside the service: a thief sees only its answers
     version = "1"
     n_triggers = 64
     n_candidates = 320

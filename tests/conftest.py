@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-import torch
+from bench.portable import pin_kernels
 
-from bench.cache import ArtifactCache
-from bench.config import RunConfig, get_profile
-from bench.context import Context
-from bench.data import load_digits
+pin_kernels()  # before torch loads: every model trained in the tests is bit-identical on any x86-64 machine with
+# AVX2 (bench/portable.py), so a margin measured here holds there; the tests' own subprocesses inherit it
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from bench.cache import ArtifactCache  # noqa: E402
+from bench.config import RunConfig, get_profile  # noqa: E402
+from bench.context import Context  # noqa: E402
+from bench.data import load_digits  # noqa: E402
 
 
 torch.set_num_threads(1)  # as every runner task does: numbers must not depend on who trained a model

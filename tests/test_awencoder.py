@@ -56,3 +56,15 @@ def test_black_box_decides_from_predicted_labels_only(setup, monkeypatch):
     verdict = blackbox.verify(ctx, marked, key)
     assert verdict.detected and verdict.statistic == 1.0
     assert not blackbox.verify(ctx, ctx.base_model(), key).detected
+
+
+def test_verify_command_accepts_the_black_box_variants_keys(setup, tmp_path, cache_dir):
+    """The black-box variant shares the white-box scheme's keys (`scheme`), so an auditor can use them."""
+    from bench.cache import save_model_file
+    from bench.cli import main
+
+    _, ctx, key, marked = setup
+    key.save(tmp_path / "key.safetensors")
+    save_model_file(marked, tmp_path / "marked.safetensors")
+    assert main(["verify", "--defense", "awencoder_blackbox", "--key", str(tmp_path / "key.safetensors"),
+                 "--model", str(tmp_path / "marked.safetensors"), "--device", "cpu", "--cache", cache_dir]) == 0

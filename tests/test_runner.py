@@ -16,6 +16,11 @@ def test_plan_expands_compatible_pairs(run_config):
     plan = make_plan(run_config(defenses=["null_embedding"], attacks=["none", "pruning"], seeds=2))
     assert len(plan.cells) == 2 * (1 + 5)
     assert CellId("null_embedding", "pruning", "0.9", 1) in plan.cells
+    assert not plan.outside
+    # the innocent pool: 20 distinct classifiers, every other one on the attacker's split (data the owner never used)
+    assert len(plan.innocents) == 20 == len(set(plan.innocents))
+    assert sum(c.split == "attacker" for _, c in plan.innocents) >= 20 / 3
+    assert not {c for _, c in plan.innocents} & {c for _, c in plan.owners}
 
 
 def test_unknown_names_are_errors(run_config):
@@ -30,8 +35,9 @@ def test_matrix_writes_leaderboard_and_resumes(run_config):
     table = pd.read_csv(cfg.out / "leaderboard.csv")
     assert list(table.columns) == COLUMNS and set(REQUIRED) <= set(table.columns)
     none_row = table[table.attack == "none"].iloc[0]
-    assert none_row.verification_rate == 1.0
-    assert none_row.false_positive_rate <= 0.1
+    assert none_row.verification_rate == 1.0 and none_row.auc == 1.0
+    assert (none_row.n_innocent_models, none_row.n_wrong_keys, none_row.n_attacked_clean) == (20, 20, 1)
+    assert none_row.false_positive_rate <= 0.1 and none_row.attack_succeeded == "no: mark kept"
     assert table[["verification_rate", "false_positive_rate"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (cfg.out / "leaderboard.md").read_text().count("| null_embedding") == 6
     assert (cfg.out / "leaderboard.png").stat().st_size > 1000

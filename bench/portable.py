@@ -1,0 +1,57 @@
+"""Portable mode: numbers bit-identical across x86-64 machines.
+
+CPU float results depend on which kernels a library picks for the CPU it runs on (AVX-512 here, AVX2
+there: other summation orders, other rounding), and training amplifies such differences until a verdict
+flips. Portable mode pins every library's choice to one instruction set in each worker process before
+torch loads: PyTorch's own kernels (`ATEN_CPU_CAPABILITY`), oneDNN's convolutions (`ONEDNN_MAX_CPU_ISA`) and
+MKL's BLAS (`MKL_CBWR`, `MKL_ENABLE_INSTRUCTIONS`). Together with one torch thread per task (the runner's
+rule) a run then computes the same bits on every x86-64 machine that has AVX2, given the same package
+versions. `environment()` records what a run used, for the leaderboard's header."""
+from __future__ import annotations
+
+import os
+import platform
+
+PINNED_ISA = "AVX2"
+PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2",
+          "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+KERNEL_VARIABLES = tuple(PINNED)
+
+
+def pin_kernels() -> None:
+    """Pin the kernel choice for every process started from now on (the runner's spawned workers)."""
+    os.environ.update(PINNED)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def simd_flags() -> list[str]:
+    """The CPU's vector instruction-set flags (x86: sse*, avx*, fma, amx*), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return sorted({fl for fl in line.split(":", 1)[1].split()
+                                   if fl.startswith(("sse", "avx", "fma", "amx"))})
+    except OSError:
+        pass
+    return []
+
+
+def environment(portable: bool) -> dict:
+    """What determines this process's float results: versions, kernel settings, the CPU."""
+    import torch
+
+    return {"portable": portable, "pinned": PINNED_ISA if portable else None,
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "kernel_settings": {k: os.environ.get(k) for k in KERNEL_VARIABLES},
+            "cpu_model": cpu_model(), "cpu_flags": simd_flags(), "machine": platform.machine()}

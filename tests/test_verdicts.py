@@ -1,0 +1,153 @@
+"""Verdicts a paper can cite: false positives counted over distinct units, thresholds calibrated on
+innocents they are not judged on, attack success needing removal *and* utility, threat models, and
+numbers that do not depend on the machine's CPU kernels in portable mode."""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import registry
+from bench.context import Clean
+from bench.protocols import WmbenchError
+from bench.report import Calibration, Unit, in_sample_false_positive_rate, leaderboard
+from bench.results import CellId, CellResult, Check, Prepared
+from bench.runner import make_plan, run_matrix
+
+
+def check(score: float, unit: str = "", detected: bool | None = None) -> Check:
+    return Check(score > 0.5 if detected is None else detected, score, 0.5, 0.5, {}, unit)
+
+
+def test_cross_fitted_calibration_is_not_optimistic_like_in_sample():
+    rng = np.random.default_rng(0)
+    pool = [Unit(f"m{i}", "model", float(s), False) for i, s in enumerate(rng.normal(size=40))]
+    in_sample = in_sample_false_positive_rate(pool, fpr_target=0.01)
+    cross_fitted = Calibration.cross_fitted(pool, fpr_target=0.01).false_positive_rate()
+    assert in_sample == 0.0  # the threshold is the pool's own maximum: nothing above it, by construction
+    assert cross_fitted > in_sample  # each half's maximum is exceeded by some unit of the other half
+    calibration = Calibration.cross_fitted(pool, 0.01)
+    fitted_on = [{u.name for u in pool} - {u.name for u in held} for held in calibration.held_out]
+    assert all(not (names & {u.name for u in held}) for names, held in zip(fitted_on, calibration.held_out))
+
+
+def prepared(seed: int, innocent_scores: list[float], wrong_scores: list[float], marked: float = 0.9) -> Prepared:
+    innocent = [check(s, f"model {i}") for i, s in enumerate(innocent_scores)]
+    wrong = [check(s, f"key {seed}-{j}") for j, s in enumerate(wrong_scores)]
+    return Prepared("null_embedding", seed, 0.95, marked, innocent, wrong, 0.0)
+
+
+def cell(seed: int, score: float, utility: float, matched: float = 0.0) -> CellResult:
+    return CellResult(CellId("null_embedding", "pruning", "0.9", seed), "ok", utility_attacked=utility,
+                      check=check(score), matched_innocent=check(matched))
+
+
+def test_false_positives_count_distinct_units_not_repeated_checks():
+    # the same 4 innocent models are checked with each of 3 seeds' keys: 4 units, not 12 checks
+    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.9 if s == 2 else 0.3, 0.1], [0.0, 0.1]) for s in range(3)}
+    cells = [cell(s, 0.95, 0.95) for s in range(3)]
+    row = leaderboard(cells, preps, fpr_target=0.01).iloc[0]
+    assert row.n_innocent_models == 4 and row.n_wrong_keys == 6 and row.n_attacked_clean == 3
+    # one model flagged under one key (seed 2's): one unit of 4 + 6 + 3 = 13
+    assert row.false_positive_rate == pytest.approx(1 / 13)
+    from bench.report import wilson
+
+    assert (row.fpr_ci_low, row.fpr_ci_high) == pytest.approx(wilson(1, 13))
+
+
+def test_removal_needs_the_mark_gone_and_the_utility_kept():
+    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(3)}
+    cells = [cell(0, 0.05, 0.94),  # undetected, utility kept: removed
+             cell(1, 0.05, 0.60),  # undetected, but utility lost: not a success
+             cell(2, 0.95, 0.94)]  # still detected
+    row = leaderboard(cells, preps, fpr_target=0.01, max_utility_drop=0.05).iloc[0]
+    assert row.removal_rate == pytest.approx(1 / 3)
+    assert row.attack_succeeded == "no: utility lost"  # the mark went in 2 of 3 seeds, but one paid for it
+    kept = leaderboard([cell(s, 0.95, 0.94) for s in range(3)], preps, fpr_target=0.01).iloc[0]
+    assert kept.removal_rate == 0 and kept.attack_succeeded == "no: mark kept"
+    lost = leaderboard([cell(s, 0.05, 0.5) for s in range(3)], preps, fpr_target=0.01).iloc[0]
+    assert lost.removal_rate == 0 and lost.attack_succeeded == "no: utility lost"
+    removed = leaderboard([cell(s, 0.05, 0.93) for s in range(3)], preps, fpr_target=0.01).iloc[0]
+    assert removed.removal_rate == 1 and removed.attack_succeeded == "yes"
+    assert removed.removal_verdict == "undecided at 3 seeds"  # 3/3: the 95 % interval still reaches below ½
+    many = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(12)}
+    decided = leaderboard([cell(s, 0.05, 0.93) for s in range(12)], many, fpr_target=0.01).iloc[0]
+    assert decided.removal_verdict == "removed"
+
+
+def test_a_pretrained_vlp_source_takes_its_innocents_from_named_checkpoints_only():
+    import dataclasses
+
+    from bench.config import get_profile
+    from bench.context import innocent_pool, innocent_pool_gap
+
+    pretrained = dataclasses.replace(get_profile("default"), vlp="open_clip:ViT-B-32:/weights/owner.pt")
+    assert innocent_pool(pretrained, "vlp") == [] and "no innocent checkpoints named" in innocent_pool_gap(pretrained, "vlp")
+    named = dataclasses.replace(pretrained, vlp_innocents=("open_clip:ViT-B-32:/weights/other.pt",))
+    assert [c.checkpoint for c in innocent_pool(named, "vlp")] == ["open_clip:ViT-B-32:/weights/other.pt"]
+    assert len(innocent_pool(pretrained, "classifier")) == 20 and not innocent_pool_gap(pretrained, "classifier")
+    # without innocents the rows say why instead of a false-positive rate
+    preps = {("null_embedding", 0): dataclasses.replace(prepared(0, [], [0.1, 0.2]), innocent_gap="no checkpoints")}
+    row = leaderboard([cell(0, 0.9, 0.95)], preps, fpr_target=0.01).iloc[0]
+    assert row.fpr_note == "no checkpoints" and row.n_innocent_models == 0
+
+
+def test_a_pool_holding_the_owners_weights_is_refused(run_config, monkeypatch):
+    import bench.runner as runner
+
+    # an "innocent" trained with the owner's own seed on the owner's split is the owner's clean model
+    monkeypatch.setattr(runner, "innocent_pool", lambda profile, kind: [Clean(10_000), Clean(0)])
+    cfg = run_config(defenses=["null_embedding"], attacks=["none"], profile="smoke")
+    with pytest.raises(WmbenchError, match=r"innocent classifier model \(seed 0 on the owner split\) has the same "
+                                           r"weights as the owner's clean model"):
+        run_matrix(cfg, progress=False)
+
+
+def test_a_pair_outside_the_threat_model_is_na_and_never_run(run_config, monkeypatch):
+    from attacks.pruning import Pruning
+
+    vlp, pruning = registry.get_defense("vlpmarker"), registry.get_attack("pruning")
+    assert "needs the model's weights" in registry.threat_model_gap(vlp, pruning)
+    assert not registry.threat_model_gap(vlp, registry.get_attack("extraction"))
+    assert not registry.threat_model_gap(registry.get_defense("null_embedding"), pruning)
+    monkeypatch.setattr(Pruning, "run", lambda *a: pytest.fail("an out-of-threat-model attack ran"))
+    cfg = run_config(defenses=["vlpmarker"], attacks=["pruning"], profile="smoke")
+    plan = make_plan(cfg)
+    assert set(plan.outside) == set(plan.cells) and not plan.groups
+    summary = run_matrix(cfg, progress=False)
+    assert (summary.ran, summary.failed, summary.outside) == (0, 0, 5)
+    import pandas as pd
+
+    table = pd.read_csv(cfg.out / "leaderboard.csv")
+    assert len(table) == 5 and table.status.str.startswith("n/a: outside the threat model").all()
+    assert table.verification_rate.isna().all()
+
+
+def run_portable_cell(tmp_path, name: str, ambient: dict) -> dict:
+    out = tmp_path / name
+    env = {**os.environ, **ambient}
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--profile", "smoke", "--defenses", "null_embedding",
+           "--attacks", "fine_tuning", "--strengths", "all_layers", "--seeds", "1", "--workers", "1", "--portable",
+           "--out", str(out), "--cache", str(tmp_path / f"cache-{name}"), "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(out / "results.sqlite") as con:
+        data = json.loads(con.execute("SELECT data FROM cells").fetchone()[0])
+        prepared_row = json.loads(con.execute("SELECT data FROM prepared").fetchone()[0])
+        environment = json.loads(con.execute("SELECT value FROM meta WHERE name='environment'").fetchone()[0])
+    return {"utility": data["utility_attacked"], "check": data["check"], "matched": data["matched_innocent"],
+            "marked": prepared_row["utility_marked"], "innocent": prepared_row["innocent_checks"],
+            "environment": environment}
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64", reason="kernel pins are x86-64's")
+def test_portable_mode_gives_identical_numbers_under_different_ambient_kernels(tmp_path):
+    wide = run_portable_cell(tmp_path, "wide", {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "ALL"})
+    narrow = run_portable_cell(tmp_path, "narrow", {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"})
+    env = wide.pop("environment")
+    assert narrow.pop("environment")["kernel_settings"] == env["kernel_settings"]
+    assert env["portable"] and env["kernel_settings"]["ATEN_CPU_CAPABILITY"] == "avx2" and env["torch"]
+    assert wide == narrow
