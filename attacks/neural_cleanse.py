@@ -61,7 +61,7 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, *, seed: int,
             opt.step()
             hits += int((logits.argmax(1) == label).sum())
         asr = hits / (steps_per_round * len(target))
-        l1 = float(torch.sigmoid(mask_logit).sum())
+        l1 = float(torch.sigmoid(mask_logit).detach().sum())
         if asr >= target_asr and l1 < best_l1:
             stale = 0 if l1 < 0.99 * best_l1 else stale + 1
             best_l1, best = l1, (torch.sigmoid(mask_logit).detach(), torch.sigmoid(pattern_logit).detach())
