@@ -62,3 +62,21 @@ def test_verify_command_on_a_marked_model(make_marked, tmp_path):
     missing = run_cli("verify", "--defense", "null_embedding", "--key", str(tmp_path / "nokey"),
                       "--model", str(tmp_path / "model.safetensors"))
     assert missing.returncode == 2 and "key file not found" in missing.stderr
+
+
+def test_publish_copies_a_run_and_its_summary_into_the_readme(run_config, tmp_path, capsys):
+    from bench.runner import run_matrix
+
+    cfg = run_config(defenses=["vlpmarker"], attacks=["pruning"], profile="smoke")  # n/a rows only: instant
+    run_matrix(cfg, progress=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- leaderboard-summary:start -->\nstale\n<!-- leaderboard-summary:end -->\nrest\n")
+    published = tmp_path / "published"
+    assert main(["publish", "--from", str(cfg.out), "--to", str(published), "--profile", "smoke",
+                 "--readme", str(readme)]) == 0
+    assert {p.name for p in published.iterdir()} >= {"results.sqlite", "leaderboard.csv", "leaderboard.md"}
+    text = readme.read_text()
+    assert "stale" not in text and "| vlpmarker | n/a" in text.replace("  ", "") and text.endswith("rest\n")
+    assert main(["publish", "--from", str(cfg.out), "--to", str(cfg.out)]) == 2
+    assert main(["publish", "--from", str(tmp_path / "nothing"), "--to", str(published)]) == 2
+    assert "no results database" in capsys.readouterr().err
