@@ -197,6 +197,9 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
                 "verification_rate_calibrated": calibration.detection_rate(scores),
                 "false_positive_rate_calibrated": calibration.false_positive_rate(matched),
             })
+        if gap:  # no innocent models: no false-positive rate is claimed from keys and copies alone
+            row.update({name: float("nan") for name in ("false_positive_rate", "fpr_ci_low", "fpr_ci_high",
+                                                        "false_positive_rate_calibrated", "auc")})
         if getattr(_defense(defense), "control", False):
             row.update({"removal_rate": float("nan"), "attack_succeeded": "n/a (control: no mark)",
                         "removal_verdict": ""})

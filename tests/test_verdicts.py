@@ -93,6 +93,7 @@ def test_a_pretrained_vlp_source_takes_its_innocents_from_named_checkpoints_only
     preps = {("null_embedding", 0): dataclasses.replace(prepared(0, [], [0.1, 0.2]), innocent_gap="no checkpoints")}
     row = leaderboard([cell(0, 0.9, 0.95)], preps, fpr_target=0.01).iloc[0]
     assert row.fpr_note == "no checkpoints" and row.n_innocent_models == 0
+    assert np.isnan(row.false_positive_rate) and np.isnan(row.false_positive_rate_calibrated)
 
 
 def test_a_pool_holding_the_owners_weights_is_refused(run_config, monkeypatch):
