@@ -1,9 +1,12 @@
 """pytest-benchmark benchmarks of the hot paths. CI runs each once as a test (`--benchmark-disable` in
-pyproject); `pytest tests/benchmarks --benchmark-enable` times them."""
+pyproject), except the whole training recipes; `pytest tests/benchmarks --benchmark-enable` times them all."""
+import dataclasses
+
 import pytest
 import torch
 
 from bench.contrastive import simclr_train
+from bench.data import Split
 from bench.registry import get_defense
 from bench.report import write_leaderboard
 from bench.runner import run_matrix
@@ -25,6 +28,46 @@ def one_epoch(ctx):
 @pytest.mark.parametrize("kind", ["classifier", "encoder", "vlp"])
 def test_one_training_epoch_of_each_base_model(benchmark, make_ctx, kind):
     benchmark.pedantic(one_epoch(make_ctx(kind)), rounds=3, iterations=1)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "encoder", "vlp"])
+def test_one_training_step_of_each_base_model(benchmark, make_ctx, kind):
+    """One optimiser step on one batch (the unit every recipe repeats)."""
+    ctx = make_ctx(kind)
+    batch = {"classifier": 64, "encoder": 128, "vlp": 128}[kind]
+    small = dataclasses.replace(ctx, data=dataclasses.replace(
+        ctx.data, owner=Split(ctx.data.owner.x[:batch], ctx.data.owner.y[:batch])))
+    benchmark.pedantic(one_epoch(small), rounds=5, iterations=1)
+
+
+def base_recipe(make_ctx, kind):
+    ctx = make_ctx(kind)
+    return ctx, lambda: ctx.kind.train_base(ctx, seed=0)
+
+
+def watermark_recipe(make_ctx, defense_name):
+    defense = get_defense(defense_name)
+    ctx = dataclasses.replace(make_ctx(defense.model_kind), defense=defense_name)
+    key = defense.make_key(ctx, secret=5)
+    return ctx, lambda: defense.watermark(ctx, key)
+
+
+RECIPES = {"classifier base": (base_recipe, "classifier", 0.9), "encoder base": (base_recipe, "encoder", 0.9),
+           "CLIP base": (base_recipe, "vlp", 0.8), "null embedding": (watermark_recipe, "null_embedding", 0.9),
+           "AWEncoder embedding": (watermark_recipe, "awencoder", 0.9)}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_wall_time_of_each_training_recipe(benchmark, make_ctx, recipe):
+    """Each recipe of the default profile once, whole (its wall time is what the matrix pays per model), and
+    the model it makes is still useful. Two minutes in all, so only when timing (`--benchmark-enable`): every
+    recipe is trained, and its model tested, by the other tests anyway."""
+    if benchmark.disabled:
+        pytest.skip("the recipes' wall times are measured with --benchmark-enable")
+    make, what, floor = RECIPES[recipe]
+    ctx, train = make(make_ctx, what)
+    model = benchmark.pedantic(train, rounds=1, iterations=1)
+    assert ctx.utility(model) >= floor
 
 
 def test_null_embedding_verification(benchmark, make_ctx):
