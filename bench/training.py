@@ -106,13 +106,6 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> tor
     return F.cross_entropy(sim, targets)
 
 
-def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric contrastive loss on normalised embeddings."""
-    logits = logit_scale.exp() * image_emb @ text_emb.T
-    targets = torch.arange(len(image_emb), device=image_emb.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-
-
 @torch.no_grad()
 def predict(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Apply `fn` to `x` in batches without gradients."""
