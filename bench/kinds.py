@@ -78,10 +78,14 @@ class ClassifierKind:
         return create_model("small_cnn", in_channels=d.channels, num_classes=d.num_classes, width=ctx.profile.width)
 
     def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
+        data = ctx.data.split(split)
+        return self.train_on(ctx, data.x, data.y, seed)
+
+    def train_on(self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
+        """The owner's clean recipe on images `x` with labels `y` (also how a test plants a backdoor)."""
         torch.manual_seed(seed)
         model = self.new(ctx).to(ctx.device)
-        data = ctx.data.split(split)
-        return train_supervised(model, data.x, data.y, epochs=ctx.profile.classifier_epochs, seed=seed,
+        return train_supervised(model, x, y, epochs=ctx.profile.classifier_epochs, seed=seed,
                                 lr=BASE_LR["classifier"], one_cycle=True)
 
     def utility(self, ctx: "Context", model: nn.Module) -> float:

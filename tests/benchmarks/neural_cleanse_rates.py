@@ -14,8 +14,6 @@ from bench.cache import ArtifactCache
 from bench.config import get_profile
 from bench.context import Context
 from bench.data import load_digits
-from bench.kinds import BASE_LR
-from bench.training import train_supervised
 
 TARGET = 3
 
@@ -32,14 +30,9 @@ def poisoned_training_set(ctx: Context, fraction: float) -> tuple[torch.Tensor, 
 def backdoored_model(ctx: Context, fraction: float, seed: int) -> torch.nn.Module:
     """The clean recipe (bench.kinds) on the poisoned set, cached."""
     x, y = poisoned_training_set(ctx, fraction)
-
-    def train():
-        torch.manual_seed(seed)
-        return train_supervised(ctx.kind.new(ctx), x, y, epochs=ctx.profile.classifier_epochs, seed=seed,
-                                lr=BASE_LR["classifier"], one_cycle=True)
-
     return ctx.cache.model({"test": "planted_backdoor", "fraction": fraction, "seed": seed,
-                            "profile": ctx.profile.describe(for_models=True)}, train)
+                            "profile": ctx.profile.describe(for_models=True)},
+                           lambda: ctx.kind.train_on(ctx, x, y, seed))
 
 
 def main() -> None:
