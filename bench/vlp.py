@@ -151,8 +151,7 @@ def load_pretrained(spec: str) -> ClipService:
 
 
 def clip_train(model: ClipService, x: torch.Tensor, y: torch.Tensor, class_names: tuple[str, ...], *, epochs: int,
-               seed: int, lr: float = 5e-4, params: list[nn.Parameter] | None = None,
-               one_cycle: bool = False) -> ClipService:
+               seed: int, lr: float = 5e-4, params: list[nn.Parameter] | None = None) -> ClipService:
     """Contrastive image–caption training (soft targets over same-class pairs, see the module doc)."""
     tokens = model.tokenizer(prompts(class_names)).to(x.device)
     n_templates = len(TEMPLATES)
@@ -172,7 +171,7 @@ def clip_train(model: ClipService, x: torch.Tensor, y: torch.Tensor, class_names
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
     fit(model.parameters() if params is None else params, batch_loss, len(y), epochs=epochs, seed=seed, lr=lr,
-        batch_size=128, one_cycle=one_cycle)
+        batch_size=128)
     return model.eval()
 
 
