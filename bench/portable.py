@@ -23,28 +23,25 @@ def pin_kernels() -> None:
     os.environ.update(PINNED)
 
 
-def cpu_model() -> str:
+def cpuinfo(field: str) -> str:
+    """The first value of `field` in /proc/cpuinfo ('' where there is none, e.g. off Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
+
+
+def cpu_model() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def simd_flags() -> list[str]:
-    """The CPU's vector instruction-set flags (x86: sse*, avx*, fma, amx*), from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return sorted({fl for fl in line.split(":", 1)[1].split()
-                                   if fl.startswith(("sse", "avx", "fma", "amx"))})
-    except OSError:
-        pass
-    return []
+    """The CPU's vector instruction-set flags (x86: sse*, avx*, fma, amx*)."""
+    return sorted({fl for fl in cpuinfo("flags").split() if fl.startswith(("sse", "avx", "fma", "amx"))})
 
 
 def environment(portable: bool) -> dict:
