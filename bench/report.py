@@ -312,11 +312,11 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     db = ResultsDB(out, profile)
     config = db.meta("config", {})
     fpr_target = fpr_target if fpr_target is not None else float(config.get("fpr_target", 0.01))
-    drop = float(config.get("max_utility_drop", 0.05))
+    drop = utility_drop(config)
     table = leaderboard(db.cells(), db.prepared(), fpr_target, drop)
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
     shown = _with_uncertainty(table)[SHOWN]
-    header = (f"# wmbench leaderboard (profile `{profile}`)\n\n{summary_markdown(table, drop)}\n"
+    header = (f"# wmbench leaderboard (profile `{profile}`)\n\n## Summary\n\n{summary_markdown(table, drop)}\n"
               + "## Every row\n\n" + HOW_TO_READ.format(fpr=fpr_target, drop=drop)
               + f"\n{reproducibility_line(db.meta('environment'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
@@ -347,8 +347,13 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"defense": d, **{a: cells[d].get(a, "") for a in attacks}} for d in sorted(cells)])
 
 
+def utility_drop(config: dict) -> float:
+    """The run's `max_utility_drop` (databases written before it was recorded: the default 0.05)."""
+    return float(config.get("max_utility_drop", 0.05))
+
+
 def summary_markdown(table: pd.DataFrame, drop: float) -> str:
-    """The screen-sized view: the summary matrix and how to read it."""
+    """The screen-sized view: how to read the summary matrix, and the matrix."""
     if table.empty:
         return ""
     legend = ("Each cell: the attacker's best setting of that attack and its outcome over the seeds — `removed` "
@@ -357,7 +362,7 @@ def summary_markdown(table: pd.DataFrame, drop: float) -> str:
               "but so did the utility); `detected` is the calibrated detection rate, `utility` the utility after "
               "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control.")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
-    return f"## Summary\n\n{legend}\n\n{body}\n"
+    return f"{legend}\n\n{body}\n"
 
 
 def reproducibility_line(env: dict | None) -> str:
@@ -441,8 +446,7 @@ def publish(source: Path, target: Path, profile: str = "default", readme: Path |
     atomic_write(target / DB_NAME, lambda p: shutil.copyfile(source / DB_NAME, p))
     table = write_leaderboard(target, profile)
     if readme is not None and Path(readme).is_file():
-        update_readme(Path(readme), summary_markdown(table, float(ResultsDB(target, profile).meta(
-            "config", {}).get("max_utility_drop", 0.05))))
+        update_readme(Path(readme), summary_markdown(table, utility_drop(ResultsDB(target, profile).meta("config", {}))))
     return table
 
 
@@ -456,5 +460,4 @@ def update_readme(readme: Path, summary: str) -> None:
         return
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
-    block = summary.replace("## Summary\n\n", "", 1)
-    atomic_write(readme, lambda p: p.write_text(f"{head}{README_START}\n{block}{README_END}{tail}"))
+    atomic_write(readme, lambda p: p.write_text(f"{head}{README_START}\n{summary}{README_END}{tail}"))
