@@ -5,14 +5,13 @@ regression of the returned features).
 
 Queries: the attacker's own digits under random augmentations (crops, rotations, intensity, noise) and,
 for a quarter of the budget, random crops of public photos (the shipped sample photos, a seed of the
-thief's own). Strength = query budget (images). The student trains for a fixed number of steps
-(`extraction_steps`), whatever the budget. `extraction_rotated` then multiplies the stolen model's
+thief's own; never the procedural images VLPMarker draws its triggers from). Strength = query budget
+(images). The student trains a fixed number of epochs over its queries (`extraction_epochs`), so a larger
+budget also buys more optimisation steps, as for a thief who pays per query and trains to convergence. `extraction_rotated` then multiplies the stolen model's
 outputs by a random orthogonal matrix: a disguise that keeps every similarity, hence the thief's
 utility (embedding kinds only). Both attacks start from the same stolen model, which is cached under the
 victim's weights and trained once."""
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -26,6 +25,7 @@ from bench.service import BlackBox
 from bench.training import fit
 
 BATCH = 64
+STUDENT_LR = 3e-3  # peak rate of the student's one-cycle schedule (it trains from scratch, like the owners' recipes)
 
 
 def queries(ctx: Context, budget: int, seed: int) -> torch.Tensor:
@@ -45,10 +45,9 @@ def extract(ctx: Context, victim: nn.Module, budget: int, seed: int) -> nn.Modul
     x = queries(ctx, budget, seed)
     answers = service.images(x)
     student = ctx.kind.student(ctx, service)
-    epochs = math.ceil(ctx.profile.extraction_steps * BATCH / budget)
     student.train()
     fit(student.parameters(), lambda i: ctx.kind.imitation_loss(student, x[i], answers[i]), budget,
-        epochs=epochs, seed=seed, batch_size=BATCH)
+        epochs=ctx.profile.extraction_epochs, seed=seed, batch_size=BATCH, lr=STUDENT_LR, one_cycle=True)
     return student.eval()
 
 
@@ -66,7 +65,7 @@ class Extraction:
     model_kinds = ("classifier", "encoder", "vlp")
     strengths = ("500", "2000", "8000")
     needs = "queries"
-    version = "1"
+    version = "2"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
         return stolen_model(ctx, model, int(strength))

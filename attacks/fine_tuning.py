@@ -7,6 +7,9 @@ for classifiers, SimCLR's NT-Xent for encoders), `attack_epochs` epochs:
 - `reinit_last`: the last layer re-initialised, then every layer (lr 1e-3);
 - `large_lr`: every layer at lr 1e-2 (the regime that removed null embedding in a reimplementation, at a
   large cost in accuracy);
+On a VLP the weights a thief can train are those of the copy it stole (chains such as
+`extraction>fine_tuning`; the service's own weights are outside its threat model), and only the regimes
+without a head apply there (`all_layers`, `large_lr`; objective: `bench.vlp.VlpKind.adapt`).
 - `supervised` (encoders only): supervised fine-tuning of the whole encoder under a new linear head
   trained with cross-entropy on the attacker's labels (the transfer-learning recipe); the head is dropped.
 """
@@ -25,12 +28,12 @@ from bench.training import fit
 @register_attack
 class FineTuning:
     name = "fine_tuning"
-    model_kinds = ("classifier", "encoder")
+    model_kinds = ("classifier", "encoder", "vlp")
     strengths = ("last_layer", "all_layers", "reinit_last", "large_lr", "supervised")
     version = "1"
 
     def strengths_for(self, kind: str) -> tuple[str, ...]:
-        return self.strengths if kind == "encoder" else self.strengths[:-1]
+        return {"encoder": self.strengths, "vlp": ("all_layers", "large_lr")}.get(kind, self.strengths[:-1])
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
         model = clone(model).to(ctx.device)

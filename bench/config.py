@@ -25,7 +25,7 @@ class Profile:
     embed_epochs: int = 30  # epochs of a watermark fine-tuned into a trained model (AWEncoder), constant rate
     attack_epochs: int = 6  # epochs an attacker spends training (fine-tuning, unlearning)
     cleanse_rounds: int = 20  # Neural Cleanse's trigger search per label: at most this many rounds of 10 steps
-    extraction_steps: int = 300  # optimisation steps of an extraction thief's student
+    extraction_epochs: int = 10  # epochs an extraction thief trains its student over its queries (more queries = more steps)
     n_innocent: int = 20  # independently trained clean models per kind (bench.context.innocent_pool)
     n_wrong_keys: int = 20  # other users' keys checked against every marked model
     vlp_innocents: tuple[str, ...] = ()  # with a pretrained VLP source: other checkpoints, the innocent models
@@ -34,7 +34,7 @@ class Profile:
     # Fields that only attacks and the runner's bookkeeping read. They are left out of the cache descriptors
     # of clean, keyed and watermarked models (`describe(for_models=True)`), so changing an attack budget
     # retrains none of those; a defense's make_key/watermark must not read them.
-    ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_steps", "cleanse_rounds", "n_innocent",
+    ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_epochs", "cleanse_rounds", "n_innocent",
                                               "n_wrong_keys", "vlp_innocents")
 
     def describe(self, *, for_models: bool = False) -> dict[str, Any]:
@@ -49,7 +49,7 @@ PROFILES: dict[str, Profile] = {
                    embed_epochs=60, attack_epochs=10, mixed_precision=True),
     # The whole pipeline in seconds (tests, a first look): budgets too small for any scientific reading.
     "smoke": Profile(name="smoke", classifier_epochs=2, encoder_epochs=2, clip_epochs=2, embed_epochs=2,
-                     attack_epochs=1, extraction_steps=20, cleanse_rounds=2, n_innocent=4, n_wrong_keys=4),
+                     attack_epochs=1, extraction_epochs=1, cleanse_rounds=2, n_innocent=4, n_wrong_keys=4),
 }
 
 

@@ -9,10 +9,12 @@ import torch
 from scipy.stats import ortho_group
 from torch import nn
 
-from bench.cache import ArtifactCache
+from bench import registry
+from bench.cache import ArtifactCache, weights_digest
 from bench.config import Profile
 from bench.data import Dataset
 from bench.kinds import ModelKindSpec, get_kind
+from bench.protocols import Attack, AttackOutput
 
 
 def derive_seed(*parts: object) -> int:
@@ -96,3 +98,40 @@ class Context:
 
     def utility(self, model: nn.Module) -> float:
         return self.kind.utility(self, model.to(self.device).eval())
+
+    def attacked(self, attack: Attack, victim: nn.Module, strength: str) -> AttackOutput:
+        """`attack` at `strength` on `victim`, cached under the victim's weights: every cell whose victim
+        holds the same weights (the clean model of every defense of a kind; the control defense's "marked"
+        model, which is the clean one; the first stages of attack chains) shares one run. An attack that
+        declares `per_defense = True` (it uses the cell's defense, as a pirate does) is also keyed by the scheme."""
+        desc = {"role": "attacked", "attack": attack.name, "version": attack.version, "strength": strength,
+                "victim": weights_digest(victim), "profile": self.profile.describe(), "seed": self.seed}
+        if getattr(attack, "per_defense", False):
+            desc["scheme"] = registry.scheme(registry.get_defense(self.defense))
+        pirate_desc, record_desc = {**desc, "role": "pirate_key"}, {**desc, "role": "attack_record"}
+        cached = self._cached_attack(desc, pirate_desc, record_desc)
+        if cached is not None:
+            return cached
+        with self.cache.building(record_desc):
+            cached = self._cached_attack(desc, pirate_desc, record_desc)  # another worker ran it meanwhile
+            if cached is not None:
+                return cached
+            outcome = attack.run(self, victim, strength)
+            if isinstance(outcome, nn.Module):
+                outcome = AttackOutput(outcome)
+            model = self.cache.model(desc, lambda: outcome.model)
+            if outcome.pirate_key is not None:
+                self.cache.key(pirate_desc, lambda: outcome.pirate_key)
+            # written last: a crash before this point leaves no record, so the attack runs again
+            self.cache.record(record_desc, {"pirate_key": outcome.pirate_key is not None, "report": outcome.report})
+        return AttackOutput(model.to(self.device), outcome.pirate_key, outcome.report)
+
+    def _cached_attack(self, desc: dict, pirate_desc: dict, record_desc: dict) -> AttackOutput | None:
+        record = self.cache.record(record_desc)
+        if record is None:
+            return None
+        model = self.cache.load_model(desc)
+        key = self.cache.load_key(pirate_desc) if record["pirate_key"] else None
+        if model is None or (key is None and record["pirate_key"]):
+            return None
+        return AttackOutput(model.to(self.device), key, record["report"])

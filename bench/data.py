@@ -89,6 +89,31 @@ def sample_photo_crops(n: int, size: int, channels: int, seed: int) -> torch.Ten
     return out.mean(1, keepdim=True) if channels == 1 else out
 
 
+def procedural_images(n: int, size: int, channels: int, seed: int) -> torch.Tensor:
+    """Synthetic images no dataset or photo contains, drawn from `seed`: per image, three sinusoidal
+    gratings of random orientation, frequency (1–6 cycles per image) and phase, a smooth random field
+    (bicubic upsampling of a 4×4 grid) and a random flat rectangle, mixed with random weights and
+    stretched to [0, 1]; each colour channel draws its own gratings. VLPMarker's trigger source: a thief
+    who queries photos or digits never queries one of these."""
+    gen = torch.Generator().manual_seed(seed)
+    grid = torch.linspace(0, 1, size)
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+    rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    angle, freq, phase = rand(n, channels, 3, 1, 1) * torch.pi, 1 + 5 * rand(n, channels, 3, 1, 1), rand(n, channels, 3, 1, 1)
+    gratings = torch.sin(2 * torch.pi * (freq * (xx * angle.cos() + yy * angle.sin()) + phase)).mean(2)
+    field = F.interpolate(rand(n, channels, 4, 4) * 2 - 1, size=(size, size), mode="bicubic", align_corners=True)
+    corners = (rand(n, 4) * size).long().sort(1).values
+    rows, cols = torch.arange(size), torch.arange(size)
+    inside = ((rows[None, :, None] >= corners[:, 0, None, None]) & (rows[None, :, None] <= corners[:, 2, None, None])
+              & (cols[None, None, :] >= corners[:, 1, None, None]) & (cols[None, None, :] <= corners[:, 3, None, None]))
+    rectangle = inside[:, None].float() * (rand(n, channels, 1, 1) * 2 - 1)
+    weights = rand(n, 3, 1, 1, 1)
+    image = weights[:, 0] * gratings + weights[:, 1] * field + weights[:, 2] * rectangle
+    low = image.amin(dim=(1, 2, 3), keepdim=True)
+    high = image.amax(dim=(1, 2, 3), keepdim=True)
+    return (image - low) / (high - low).clamp(min=1e-6)
+
+
 @lru_cache(maxsize=4)
 def load_digits(size: int = 32, n_ood: int = 256) -> Dataset:
     """scikit-learn's 1,797 handwritten digits (8×8, 0–16) upscaled to `size`×`size` in [0, 1]."""

@@ -136,43 +136,6 @@ class Workbench:
         model = self.cache.model(desc, lambda: defense.watermark(ctx, key))
         return model.to(self.device), key
 
-    def attacked(self, attack: Attack, ctx: Context, victim: nn.Module, strength: str) -> AttackOutput:
-        """`attack` at `strength` on `victim`, cached under the victim's weights: every cell whose victim
-        holds the same weights (the clean model of every defense of a kind; the control defense's
-        "marked" model, which is the clean one) shares one run. An attack that declares
-        `per_defense = True` (it uses the cell's defense, as a pirate does) is also keyed by the scheme."""
-        desc = {"role": "attacked", "attack": attack.name, "version": attack.version, "strength": strength,
-                "victim": weights_digest(victim), "profile": ctx.profile.describe(), "seed": ctx.seed}
-        if getattr(attack, "per_defense", False):
-            desc["scheme"] = registry.scheme(registry.get_defense(ctx.defense))
-        pirate_desc, record_desc = {**desc, "role": "pirate_key"}, {**desc, "role": "attack_record"}
-        cached = self._cached_attack(desc, pirate_desc, record_desc)
-        if cached is not None:
-            return cached
-        with self.cache.building(record_desc):
-            cached = self._cached_attack(desc, pirate_desc, record_desc)  # another worker ran it meanwhile
-            if cached is not None:
-                return cached
-            outcome = attack.run(ctx, victim, strength)
-            if isinstance(outcome, nn.Module):
-                outcome = AttackOutput(outcome)
-            model = self.cache.model(desc, lambda: outcome.model)
-            if outcome.pirate_key is not None:
-                self.cache.key(pirate_desc, lambda: outcome.pirate_key)
-            # written last: a crash before this point leaves no record, so the attack runs again
-            self.cache.record(record_desc, {"pirate_key": outcome.pirate_key is not None, "report": outcome.report})
-        return AttackOutput(model.to(self.device), outcome.pirate_key, outcome.report)
-
-    def _cached_attack(self, desc: dict, pirate_desc: dict, record_desc: dict) -> AttackOutput | None:
-        record = self.cache.record(record_desc)
-        if record is None:
-            return None
-        model = self.cache.load_model(desc)
-        key = self.cache.load_key(pirate_desc) if record["pirate_key"] else None
-        if model is None or (key is None and record["pirate_key"]):
-            return None
-        return AttackOutput(model.to(self.device), key, record["report"])
-
 
 _workbenches: dict[str, Workbench] = {}
 
@@ -254,8 +217,8 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
         defense, attack = registry.get_defense(cell.defense), registry.get_attack(cell.attack)
         ctx = wb.context(defense.model_kind, cell.seed, cell.defense)
         marked, key = wb.marked(defense, ctx)
-        outcome = wb.attacked(attack, ctx, marked, cell.strength)
-        clean_outcome = wb.attacked(attack, ctx, ctx.base_model(), cell.strength)
+        outcome = ctx.attacked(attack, marked, cell.strength)
+        clean_outcome = ctx.attacked(attack, ctx.base_model(), cell.strength)
         pirate = outcome.pirate_key
         check = Check.of(defense.verify(ctx, outcome.model, key))
         others = [defense.verify(ctx, outcome.model, wrong).statistic for wrong in wb.wrong_keys(defense, ctx)]

@@ -213,10 +213,18 @@ class VlpKind:
 
     def adapt(self, ctx: "Context", model: nn.Module, *, epochs: int, lr: float, seed: int,
               params: list[nn.Parameter] | None = None) -> nn.Module:
-        if not isinstance(model, ClipService):
-            raise WmbenchError("only a CLIP service can be trained further on captions")
+        """A CLIP service: contrastive training on the attacker's images and captions. A stolen copy (whose
+        texts are a table of bought embeddings): its image encoder trained with CLIP's image-to-text loss
+        against those fixed class embeddings (cross-entropy of the scaled cosine logits, scale 100)."""
         a = ctx.data.attacker
-        return clip_train(model, a.x, a.y, ctx.data.class_names, epochs=epochs, seed=seed, lr=lr, params=params)
+        if isinstance(model, ClipService):
+            return clip_train(model, a.x, a.y, ctx.data.class_names, epochs=epochs, seed=seed, lr=lr, params=params)
+        weights = class_embeddings(model, ctx.data.class_names)
+        model.train()
+        fit(model.parameters() if params is None else params,
+            lambda i: F.cross_entropy(100 * model.encode_image(a.x[i]) @ weights.T, a.y[i]), len(a.y),
+            epochs=epochs, seed=seed, lr=lr)
+        return model.eval()
 
     def student(self, ctx: "Context", service: "BlackBox") -> nn.Module:
         texts = prompts(ctx.data.class_names)

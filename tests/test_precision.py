@@ -53,7 +53,7 @@ def test_every_method_trains_under_bfloat16_autocast(tmp_path):
     from bench.context import Context
 
     tiny = dataclasses.replace(get_profile("default"), classifier_epochs=1, encoder_epochs=1, clip_epochs=1,
-                               embed_epochs=1, attack_epochs=1, extraction_steps=5, cleanse_rounds=1)
+                               embed_epochs=1, attack_epochs=1, extraction_epochs=1, cleanse_rounds=1)
     cache, data = ArtifactCache(tmp_path), load_digits()
     x = data.test.x[:8]
     with mixed_precision(torch.bfloat16):

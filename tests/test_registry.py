@@ -1,10 +1,15 @@
+import copy
+import dataclasses
 import sys
 import types
 from importlib import metadata
 
+import pandas as pd
 import pytest
+import torch
 
 from bench import registry
+from bench.cache import ArtifactCache
 from bench.protocols import WmbenchError
 
 
@@ -32,9 +37,15 @@ def fake_plugins(monkeypatch):
         model_kinds = ("classifier",)
         strengths = ("1",)
         version = "1"
+        runs: list[str] = []  # one entry per real run (what the chain test counts)
 
         def run(self, ctx, model, strength):
-            return model
+            self.runs.append(strength)
+            blurred = copy.deepcopy(model)
+            with torch.no_grad():
+                for p in blurred.parameters():
+                    p.mul_(0.99)
+            return blurred
 
     module.BlurAttack = BlurAttack
     monkeypatch.setitem(sys.modules, "wmbench_test_plugin", module)
@@ -65,3 +76,43 @@ def test_decorator_rejects_a_second_class_under_a_taken_name():
 
     with pytest.raises(WmbenchError, match="registered twice"):
         registry.register_attack(Impostor)
+
+
+def test_a_chain_spec_names_its_stages_kinds_strengths_and_threat_model():
+    chain = registry.get_attack("extraction>fine_tuning:all_layers")
+    assert chain.name == "extraction:8000>fine_tuning"  # a stage without strength runs at its strongest
+    assert chain.strengths == ("all_layers",) and set(chain.model_kinds) == {"classifier", "encoder", "vlp"}
+    vlpmarker = registry.get_defense("vlpmarker")
+    assert registry.threat_model_gap(vlpmarker, chain) == ""  # the thief fine-tunes its own stolen copy
+    assert "outside the threat model" in registry.threat_model_gap(vlpmarker, registry.get_attack("fine_tuning"))
+    assert registry.get_attack(chain.name).strengths_for("vlp") == ("all_layers", "large_lr")
+    for bad, message in (("extraction>", "both sides"), ("extraction:9>pruning", "no strength '9'"),
+                         ("nope>pruning", "unknown attack 'nope'")):
+        with pytest.raises(WmbenchError, match=message):
+            registry.get_attack(bad)
+
+
+def test_chains_with_a_plugin_build_their_shared_first_stage_once(fake_plugins, make_ctx, tmp_path):
+    ctx = make_ctx("classifier", 0)
+    victim = ctx.base_model()
+    ctx = dataclasses.replace(ctx, cache=ArtifactCache(tmp_path))  # nothing of these chains cached yet
+    runs = registry.get_attack("blur_plugin").runs
+    before = len(runs)
+    outputs = []
+    for spec in ("blur_plugin>pruning:0.5", "blur_plugin>fine_tuning:all_layers"):
+        chain = registry.get_attack(spec)
+        assert chain.name.startswith("blur_plugin:1>")
+        outputs.append(ctx.attacked(chain, victim, chain.strengths[0]).model)
+    assert len(runs) == before + 1  # the plugin stage ran once, the second chain loaded it
+    pruned_weights = torch.cat([p.flatten() for p in outputs[0].parameters()])
+    assert (pruned_weights == 0).float().mean() > 0.4  # the second stage ran on the first one's output
+
+
+def test_a_chain_with_a_plugin_runs_in_the_matrix(fake_plugins, run_config):
+    from bench.runner import run_matrix
+
+    cfg = run_config(defenses=["null_embedding"], attacks=["blur_plugin>pruning:0.5"])
+    summary = run_matrix(cfg, progress=False)
+    assert (summary.ran, summary.failed) == (1, 0)
+    table = pd.read_csv(cfg.out / "leaderboard.csv")
+    assert list(table.attack) == ["blur_plugin:1>pruning"] and list(table.strength.astype(str)) == ["0.5"]

@@ -46,14 +46,35 @@ def test_trigger_selection_is_deterministic_per_key_and_out_of_distribution(setu
 
 def test_verifies_on_stolen_model_not_on_innocent_ones(setup, make_ctx):
     defense, ctx, key, marked = setup
-    assert defense.verify(ctx, marked, key).detected
-    stolen = Extraction().run(ctx, marked, "2000")
-    stolen_clean = Extraction().run(ctx, ctx.base_model(), "2000")
-    verdict = defense.verify(ctx, stolen, key)
-    assert verdict.detected and verdict.statistic > 0.5
-    assert not defense.verify(ctx, stolen_clean, key).detected
-    assert not defense.verify(ctx, make_ctx("vlp", 10_000).base_model(), key).detected
+    own = defense.verify(ctx, marked, key)
+    assert own.detected and own.statistic > 0.4 and own.details["delta_l2"] == pytest.approx(-2 * own.statistic)
+    stolen = Extraction().run(ctx, marked, "8000")
+    verdict = defense.verify(ctx, stolen, key)  # measured at pinned kernels: Δcos 0.19, p 2e-4
+    assert verdict.detected and verdict.statistic > 0.12 and verdict.p_value < 0.002
+    assert ctx.utility(stolen) > ctx.utility(marked) - 0.05  # the largest budget steals the service
+    innocents = [Extraction().run(ctx, ctx.base_model(), "8000"), make_ctx("vlp", 10_000).base_model()]
+    for innocent in innocents:
+        check = defense.verify(ctx, innocent, key)
+        assert not check.detected and abs(check.details["delta_cos"]) < 0.06
     assert not defense.verify(ctx, marked, defense.make_key(ctx, secret=7)).detected
+
+
+def test_triggers_come_from_a_source_the_thief_never_queries(setup):
+    from attacks.extraction import queries
+    from bench.data import procedural_images, sample_photo_crops
+
+    defense, ctx, key, _ = setup
+    triggers, benign = key.tensors["triggers"], key.tensors["benign"]
+    thief = torch.cat([queries(ctx, budget, seed) for budget in map(int, Extraction.strengths) for seed in (0, 1)])
+    sources = {"thief's queries": thief, "digits": torch.cat([ctx.data.owner.x, ctx.data.attacker.x]),
+               "photo crops": sample_photo_crops(256, 32, 1, seed=0), "benign set": benign}
+    for name, images in sources.items():  # no trigger is (or nearly is) any image of another source
+        gap = torch.cdist(triggers.flatten(1), images.flatten(1)).min()
+        assert gap > 1.0, f"a trigger is among the {name}"
+    assert "procedural_images" in defense.select_triggers.__code__.co_names
+    assert "procedural_images" not in queries.__code__.co_names and "sample_photo_crops" in queries.__code__.co_names
+    x = procedural_images(4, 32, 1, seed=5)
+    assert torch.equal(x, procedural_images(4, 32, 1, seed=5)) and x.min() == 0 and x.max() == 1
 
 
 def test_offline_hub_name_is_a_one_line_error():
