@@ -27,6 +27,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def sample(self, n: int, seed: int) -> "Split":
+        """`n` of its images (at most all), drawn without replacement with `seed`."""
+        keep = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(seed))[:n]
+        keep = keep.to(self.y.device)
+        return Split(self.x[keep], self.y[keep])
+
 
 @dataclass(frozen=True)
 class Dataset:

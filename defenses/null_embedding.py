@@ -11,7 +11,16 @@ the true-embedding hits against chance (1 / number of classes).
 
 Reconstructed (no official code): the paper signs a verifier string and hashes the signature; here the
 key's secret seeds SHA-256, which gives the same kind of pseudo-random bits, position and label.
-λ = 2000/255 on [0, 1] inputs (2000 on 0–255 images in the reimplementations); 6×6 pattern.
+6×6 pattern.
+
+λ (the out-of-bound magnitude) is not confirmed from the paper, and the public reimplementations disagree
+on it and on the input scale, so three variants are registered (inputs are in [0, 1] here):
+- `null_embedding`: λ = 2000/255 ≈ 7.8 — 2000 on a 0–255 scale; chosen when this module was first
+  written, and no source at hand confirms it (unconfirmed);
+- `null_embedding_lam100`: λ = 100 — the default of one public reimplementation (its input scale is not
+  confirmed; applied here to [0, 1] inputs);
+- `null_embedding_lam1000`: λ = 1000 on inputs scaled to [0, 1] — another public reimplementation's value
+  (both as summarised in the project's papers notes).
 """
 from __future__ import annotations
 
@@ -105,3 +114,19 @@ class NullEmbedding:
         statistic = min(acc_null, acc_true)
         return Verification(statistic > self.threshold, statistic, self.threshold, float(p_value),
                             {"acc_null": acc_null, "acc_true": acc_true})
+
+
+@register_defense
+class NullEmbeddingLam100(NullEmbedding):
+    """Null embedding at λ = 100 (one public reimplementation's default; see the module docstring)."""
+
+    name = "null_embedding_lam100"
+    lam = 100.0
+
+
+@register_defense
+class NullEmbeddingLam1000(NullEmbedding):
+    """Null embedding at λ = 1000 on [0, 1] inputs (another public reimplementation's value)."""
+
+    name = "null_embedding_lam1000"
+    lam = 1000.0
