@@ -71,22 +71,43 @@ def timing_table(timing: list, workers: int) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_leaderboard
+    from bench.report import merge_runs, write_latex, write_leaderboard
     from bench.results import DB_NAME
 
     out = Path(args.out)
-    if not (out / DB_NAME).is_file():
+    if args.merge:
+        table = merge_runs(args.merge, out, args.profile)
+        print(f"merged {len(args.merge)} runs into {out}: {len(table)} rows")
+    elif not (out / DB_NAME).is_file():
         raise WmbenchError(f"no results database in {out} (run `wmbench run --out {out}` first)")
-    table = write_leaderboard(out, args.profile)
-    print(f"{len(table)} rows written to {out / 'leaderboard.csv'}, .md and .png")
+    else:
+        table = write_leaderboard(out, args.profile)
+    print(f"{len(table)} rows written to {out / 'leaderboard.csv'}, .md, .png and claims.csv")
+    if args.latex:
+        for path in write_latex(out, args.profile):
+            print(f"LaTeX (booktabs): {path}")
+    if args.site or args.screenshot:
+        _site(out, args.profile, args.screenshot)
     return 0
+
+
+def _site(out: Path, profile: str, screenshot: bool) -> None:
+    from bench.site import screenshot as take_screenshot
+    from bench.site import write_site
+
+    index = write_site(out, profile)
+    print(f"site: {index}")
+    if screenshot:
+        print(f"screenshot (headless Chromium): {take_screenshot(index, index.parent / 'screenshot.png')}")
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from bench.report import publish
 
     table = publish(args.source, args.target, args.profile, readme=args.readme)
-    print(f"published {args.source} → {args.target}: {len(table)} rows (results.sqlite, leaderboard.csv/.md/.png)")
+    print(f"published {args.source} → {args.target}: {len(table)} rows (results.sqlite, leaderboard.csv/.md/.png, "
+          f"claims.csv)")
+    _site(Path(args.target), args.profile, args.screenshot)
     return 0
 
 
@@ -178,12 +199,22 @@ def parser() -> argparse.ArgumentParser:
                          help="the published folder (default results)")
     publish.add_argument("--profile", default="default", help="the run's profile label")
     publish.add_argument("--readme", type=Path, default=Path("README.md"),
-                         help="README whose generated summary block is rewritten (default README.md)")
+                         help="README whose generated blocks (summary, claims) are rewritten (default README.md)")
+    publish.add_argument("--screenshot", action="store_true",
+                         help="save the published site's screenshot from headless Chromium (site/screenshot.png)")
     publish.set_defaults(fn=cmd_publish)
 
     report = sub.add_parser("report", help="rebuild the leaderboard files from the database")
-    report.add_argument("--out", default="results")
+    report.add_argument("--out", default="results", help="the run (or published) folder; with --merge, where the "
+                                                         "combined run is written")
     report.add_argument("--profile", default="default", help="the run's profile label (as in its leaderboard title)")
+    report.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                        help="combine the databases of these runs (same profile) into --out")
+    report.add_argument("--latex", action="store_true",
+                        help="also write summary.tex and claims.tex (booktabs tables) for papers")
+    report.add_argument("--site", action="store_true", help="also write the static site (site/index.html)")
+    report.add_argument("--screenshot", action="store_true",
+                        help="also write the site and save its screenshot from headless Chromium (site/screenshot.png)")
     report.set_defaults(fn=cmd_report)
 
     verify = sub.add_parser("verify", help="an auditor's check of one suspect model file")

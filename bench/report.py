@@ -1,6 +1,7 @@
-"""Leaderboard files derived from the results database: `leaderboard.csv`, `leaderboard.md` (tabulate)
-and `leaderboard.png` (utility after attack against verification rate). Each file is written to a
-temporary file and renamed, so a crash never leaves half of one."""
+"""Leaderboard files derived from the results database: `leaderboard.csv`, `leaderboard.md` (tabulate: the
+summary matrix, the papers' claims judged from the rows, every row), `claims.csv`, `leaderboard.png`
+(utility after attack against verification rate), and on request LaTeX tables and the static site. Each
+file is written to a temporary file and renamed, so a crash never leaves half of one."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -15,6 +16,7 @@ from tabulate import tabulate
 
 from bench import __version__
 from bench.cache import atomic_write
+from bench.claims import claims_table
 from bench.results import CellResult, Check, Prepared, ResultsDB
 
 COLUMNS = [
@@ -315,8 +317,11 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     drop = utility_drop(config)
     table = leaderboard(db.cells(), db.prepared(), fpr_target, drop)
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
+    claims = claims_table(table, drop)
+    atomic_write(out / "claims.csv", lambda p: claims.to_csv(p, index=False))
     shown = _with_uncertainty(table)[SHOWN]
     header = (f"# wmbench leaderboard (profile `{profile}`)\n\n## Summary\n\n{summary_markdown(table, drop)}\n"
+              + f"## The papers' claims\n\n{claims_markdown(claims)}\n"
               + "## Every row\n\n" + HOW_TO_READ.format(fpr=fpr_target, drop=drop)
               + f"\n{reproducibility_line(db.meta('environment'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
@@ -337,6 +342,9 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
             cells[defense][attack] = "n/a"
             continue
         group = group[group["n_seeds"] > 0]
+        if group.empty:  # every cell of the pair failed
+            cells[defense][attack] = "failed"
+            continue
         best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["verification_rate_calibrated"].fillna(1))
         best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
         outcome = {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost"}.get(
@@ -363,6 +371,33 @@ def summary_markdown(table: pd.DataFrame, drop: float) -> str:
               "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control.")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
     return f"{legend}\n\n{body}\n"
+
+
+CLAIMS_LEGEND = ("Each paper's headline claims, judged from the rows named: `holds`, `partly` or `fails`, with the "
+                 "setting that decides it (bench/claims.py says how each kind of claim is judged).")
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    if claims.empty:
+        return "No defense in this run declares its paper's claims.\n"
+    return f"{CLAIMS_LEGEND}\n\n{tabulate(claims, headers='keys', tablefmt='github', showindex=False)}\n"
+
+
+def write_latex(out: Path, profile: str = "default") -> list[Path]:
+    """The summary matrix and the claims table as LaTeX `booktabs` tables (`summary.tex`, `claims.tex`)."""
+    out = Path(out)
+    db = ResultsDB(out, profile)
+    config = db.meta("config", {})
+    drop = utility_drop(config)
+    table = leaderboard(db.cells(), db.prepared(), float(config.get("fpr_target", 0.01)), drop)
+    tables = {"summary.tex": (summary_matrix(table), "Defense $\\times$ attack: the attacker's best setting and its outcome."),
+              "claims.tex": (claims_table(table, drop), "The papers' headline claims, judged from the leaderboard.")}
+    written = []
+    for name, (frame, caption) in tables.items():
+        latex = frame.to_latex(index=False, escape=True, caption=caption, label=f"tab:wmbench-{name[:-4]}")
+        atomic_write(out / name, lambda p, text=latex: p.write_text(text))
+        written.append(out / name)
+    return written
 
 
 def reproducibility_line(env: dict | None) -> str:
@@ -393,30 +428,48 @@ def _with_uncertainty(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
-    """Per defense: utility after attack (x) against verification rate (y); one marker per attack,
-    its strengths joined as a trade-off curve."""
+    """Per defense: utility after attack (x) against verification rate (y), in one figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     defenses = sorted(table["defense"].unique()) or ["(none)"]
-    attacks = sorted(table["attack"].unique())
-    style = {a: (f"C{i % 10}", "osD^vP*Xh<>"[i % 11]) for i, a in enumerate(attacks)}  # one look per attack
+    style = attack_styles(table)
     fig, axes = plt.subplots(1, len(defenses), figsize=(4.5 * len(defenses), 4), squeeze=False)
     for ax, defense in zip(axes[0], defenses):
-        rows = table[table["defense"] == defense]
-        for attack, group in rows.groupby("attack", sort=True):
-            group = group.sort_values("strength", key=lambda col: col.map(_strength_order(attack)))
-            color, marker = style[attack]
-            ax.plot(group["utility_attacked"], group["verification_rate"], marker=marker, color=color,
-                    label=attack, alpha=0.8)
-        ax.set(title=defense, xlabel="utility after attack", ylabel="verification rate", ylim=(-0.05, 1.05))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        draw_defense(ax, table[table["defense"] == defense], defense, style)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
+
+
+def attack_styles(table: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """One colour and marker per attack, the same in every plot of a table."""
+    return {a: (f"C{i % 10}", "osD^vP*Xh<>"[i % 11]) for i, a in enumerate(sorted(table["attack"].unique()))}
+
+
+def _numeric(strengths) -> bool:
+    try:
+        [float(s) for s in strengths]
+    except ValueError:
+        return False
+    return True
+
+
+def draw_defense(ax, rows: pd.DataFrame, defense: str, style: dict[str, tuple[str, str]]) -> None:
+    """One marker per attack setting; the settings of an attack whose strengths are all numbers (sparsity,
+    query budget, epochs) are joined in their order, categorical ones (regimes, chains) are not."""
+    for attack, group in rows[rows["status"] == "ok"].groupby("attack", sort=True):
+        group = group.sort_values("strength", key=lambda col: col.map(_strength_order(attack)))
+        color, marker = style[attack]
+        joined = _numeric(group["strength"]) and len(group) > 1
+        ax.plot(group["utility_attacked"], group["verification_rate"], marker=marker, color=color, label=attack,
+                alpha=0.8, linestyle="-" if joined else "none")
+    ax.set(title=defense, xlabel="utility after attack", ylabel="verification rate", ylim=(-0.05, 1.05))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def _strength_order(attack: str):
@@ -446,18 +499,60 @@ def publish(source: Path, target: Path, profile: str = "default", readme: Path |
     atomic_write(target / DB_NAME, lambda p: shutil.copyfile(source / DB_NAME, p))
     table = write_leaderboard(target, profile)
     if readme is not None and Path(readme).is_file():
-        update_readme(Path(readme), summary_markdown(table, utility_drop(ResultsDB(target, profile).meta("config", {}))))
+        drop = utility_drop(ResultsDB(target, profile).meta("config", {}))
+        update_readme(Path(readme), {"leaderboard-summary": summary_markdown(table, drop),
+                                     "claims": claims_markdown(claims_table(table, drop))})
     return table
 
 
-README_START, README_END = "<!-- leaderboard-summary:start -->", "<!-- leaderboard-summary:end -->"
+def merge_runs(sources: list[Path], target: Path, profile: str = "default") -> pd.DataFrame:
+    """Combine the databases of several runs of the same profile (e.g. a plugin's run and the default one)
+    into `target` and write its leaderboard. Runs of different profiles, or with different calibration
+    settings, are refused; a cell present in several runs is taken from the last one named."""
+    from bench.protocols import WmbenchError
+    from bench.results import DB_NAME
+
+    if not sources:
+        raise WmbenchError("--merge needs at least one run folder")
+    dbs = []
+    for source in map(Path, sources):
+        if not (source / DB_NAME).is_file():
+            raise WmbenchError(f"no results database in {source}")
+        dbs.append((source, ResultsDB(source, profile)))
+    first_source, first = dbs[0]
+    settings = ("fpr_target", "max_utility_drop")
+    for source, db in dbs[1:]:
+        if db.meta(f"profile:{profile}") != first.meta(f"profile:{profile}"):
+            raise WmbenchError(f"cannot merge {source} with {first_source}: they are runs of different "
+                               f"'{profile}' profiles")
+        for name in settings:
+            if db.meta("config", {}).get(name) != first.meta("config", {}).get(name):
+                raise WmbenchError(f"cannot merge {source} with {first_source}: different {name}")
+    merged = ResultsDB(target, profile)
+    config = dict(first.meta("config", {}))
+    for field in ("defenses", "attacks"):
+        names = [n for _, db in dbs for n in (db.meta("config", {}).get(field) or [])]
+        config[field] = sorted(set(names)) or None
+    merged.set_meta("config", config)
+    merged.set_meta(f"profile:{profile}", first.meta(f"profile:{profile}"))
+    merged.set_meta("environment", first.meta("environment"))
+    merged.set_meta("merged_from", [str(source) for source, _ in dbs])
+    for _, db in dbs:
+        for prepared in db.prepared().values():
+            merged.put_prepared(prepared)
+        for cell in db.cells():
+            merged.put_cell(cell)
+    return write_leaderboard(target, profile)
 
 
-def update_readme(readme: Path, summary: str) -> None:
-    """Replace the README's generated block (between the two markers) with the published summary."""
+def update_readme(readme: Path, blocks: dict[str, str]) -> None:
+    """Replace each generated block of the README (between `<!-- NAME:start -->` and `<!-- NAME:end -->`)
+    with its new text; a block whose markers are missing is left out."""
     text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        return
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
-    atomic_write(readme, lambda p: p.write_text(f"{head}{README_START}\n{summary}{README_END}{tail}"))
+    for name, body in blocks.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start not in text or end not in text:
+            continue
+        head, rest = text.split(start, 1)
+        text = f"{head}{start}\n{body}{end}{rest.split(end, 1)[1]}"
+    atomic_write(readme, lambda p: p.write_text(text))

@@ -45,6 +45,7 @@ from scipy.stats import wilcoxon
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from bench.claims import Claim
 from bench.cache import weights_digest
 from bench.context import Context, derive_seed
 from bench.contrastive import simclr_train
@@ -70,6 +71,12 @@ class AWEncoder:
     alpha = 0.01
     watermark_weight = 2.0
     pgd_images = 256
+    claims = (  # the abstract's headline claims (Zhang et al.), for both verification modes
+        Claim("The watermarked encoder performs very well for downstream tasks", "utility"),
+        Claim("Robust: the mark survives fine-tuning and pruning of the encoder", "survives",
+              ("fine_tuning", "pruning", "fine_pruning")),
+        Claim("Ownership verified without false claims on other encoders", "false_positives"),
+    )
 
     def make_key(self, ctx: Context, secret: int, model: nn.Module | None = None) -> Key:
         seed = derive_seed(self.scheme, secret)

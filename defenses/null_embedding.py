@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from scipy.stats import binomtest
 from torch import nn
 
+from bench.claims import Claim
 from bench.context import Context, derive_seed
 from bench.kinds import BASE_LR
 from bench.models import clone
@@ -47,6 +48,14 @@ class NullEmbedding:
     lam = 2000 / 255
     threshold = 0.8
     watermark_weight = 0.25
+    claims = (  # the abstract's headline claims (Li et al.)
+        Claim("Keeps the model's normal classification accuracy", "utility"),
+        Claim("Cannot be removed by fine-tuning or incremental training", "survives", ("fine_tuning",)),
+        Claim("Survives compression (pruning) and fine-pruning", "survives", ("pruning", "fine_pruning")),
+        Claim("Survives backdoor detection and removal (Neural Cleanse)", "survives", ("neural_cleanse",)),
+        Claim("Piracy resistant: a pirate cannot embed its own watermark into a marked model", "piracy"),
+        Claim("Verification does not fire on models that are not the owner's", "false_positives"),
+    )
 
     def make_key(self, ctx: Context, secret: int, model: nn.Module | None = None) -> Key:
         rng = np.random.default_rng(derive_seed(self.name, secret))

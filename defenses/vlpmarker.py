@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from scipy.stats import ks_2samp
 from torch import nn
 
+from bench.claims import Claim
 from bench.context import Context, derive_seed, random_orthogonal
 from bench.data import procedural_images
 from bench.models import clone
@@ -55,6 +56,12 @@ class VLPMarker:
     n_candidates = 320  # procedural candidates drawn per key
     delta_threshold = 0.1
     alpha = 0.01
+    claims = (  # the abstract's headline claims (Tang et al.)
+        Claim("Minimal impact on model performance (zero-shot accuracy)", "utility"),
+        Claim("Robust against model extraction attacks", "survives", ("extraction", "extraction_rotated")),
+        Claim("One watermark per user: the owner's key identifies its own service", "identification"),
+        Claim("High-quality verification: no false claims on other models", "false_positives"),
+    )
 
     def select_triggers(self, ctx: Context, service: nn.Module, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The `n_triggers` candidates the service is least sure about (lowest zero-shot max-softmax), and

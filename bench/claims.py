@@ -1,0 +1,161 @@
+"""The papers' headline claims, judged from the leaderboard's own rows (so no number about them is typed by hand).
+
+A defense lists its paper's claims as `claims` (optional member, a tuple of `Claim`); each names the test
+that judges it and, where the test needs them, the attacks whose rows bear on it. A test reads the
+leaderboard table (`bench.report.leaderboard`) and returns the measured numbers and a verdict — `holds`,
+`partly` or `fails` — with the setting it holds or fails under."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+from bench import registry
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One headline claim of a paper: its words, the test that judges it, the attacks it is about."""
+
+    text: str
+    test: str  # a key of JUDGES
+    attacks: tuple[str, ...] = ()  # for `survives`: the attacks (and the chains that start with one of them)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    rows: str  # which leaderboard rows were read
+    measured: str
+    verdict: str  # "holds", "partly" or "fails", then the setting
+
+
+Judge = Callable[[pd.DataFrame, Claim, float], Judgement]
+JUDGES: dict[str, Judge] = {}
+
+
+def judge(name: str) -> Callable[[Judge], Judge]:
+    def register(fn: Judge) -> Judge:
+        JUDGES[name] = fn
+        return fn
+
+    return register
+
+
+def _ran(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["status"] == "ok"]
+
+
+def _none_row(rows: pd.DataFrame) -> pd.Series | None:
+    none = _ran(rows[rows["attack"] == "none"])
+    return None if none.empty else none.iloc[0]
+
+
+NOT_RUN = Judgement("—", "no finished row in this run", "not tested")
+
+
+@judge("utility")
+def utility_kept(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
+    """Marked utility against clean: holds within 1 point, partly within the run's utility allowance."""
+    row = _none_row(rows)
+    if row is None:
+        return NOT_RUN
+    change = row["utility_marked"] - row["utility_clean"]
+    measured = f"utility {row['utility_clean']:.3f} → {row['utility_marked']:.3f} ({100 * change:+.1f} points)"
+    verdict = "holds" if change >= -0.01 else "partly" if change >= -drop else f"fails (more than {drop:g} lost)"
+    return Judgement("none", measured, verdict)
+
+
+@judge("survives")
+def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
+    """Per attack, the attacker's best setting (highest removal rate): holds when no attack removes the mark
+    (with utility kept) in most seeds, fails when every attack does, partly otherwise."""
+    prefixes = tuple(f"{a}{registry.STRENGTH_SEPARATOR}" for a in claim.attacks)
+    picked = _ran(rows[rows["attack"].isin(claim.attacks) | rows["attack"].str.startswith(prefixes)])
+    if picked.empty:
+        return NOT_RUN
+    parts, removed_by = [], []
+    for attack, group in picked.groupby("attack", sort=True):
+        best = group.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+        parts.append(f"{attack} {best['strength']}: removal {best['removal_rate']:.2f}, detected "
+                     f"{best['verification_rate_calibrated']:.2f}, utility {best['utility_attacked']:.2f}")
+        if best["removal_rate"] > 0.5:
+            removed_by.append(f"{attack} {best['strength']}")
+    n = picked["attack"].nunique()
+    if not removed_by:
+        verdict = "holds"
+    elif len(removed_by) == n:
+        verdict = f"fails (removed by {', '.join(removed_by)})"
+    else:
+        verdict = f"partly (removed by {', '.join(removed_by)})"
+    return Judgement(", ".join(sorted(picked["attack"].unique())), "; ".join(parts), verdict)
+
+
+@judge("piracy")
+def piracy_resistant(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
+    """Holds when at no piracy setting the pirate's own key verifies on the marked model in most seeds while
+    the model keeps its utility; the pirate's success on the clean model is shown beside it (the contrast
+    the claim is about)."""
+    picked = _ran(rows[rows["attack"] == "piracy"])
+    if picked.empty:
+        return NOT_RUN
+    parts, forged = [], []
+    for _, row in picked.iterrows():
+        clean = row.get("pirate_clean_verification_rate")
+        parts.append(f"{row['strength']}: pirate {row['pirate_verification_rate']:.2f} on marked"
+                     + ("" if pd.isna(clean) else f", {clean:.2f} on clean")
+                     + f", utility {row['utility_attacked']:.2f}")
+        kept = row["utility_attacked"] >= row["utility_marked"] - drop
+        if row["pirate_verification_rate"] > 0.5 and kept:
+            forged.append(str(row["strength"]))
+    verdict = "holds" if not forged else (
+        f"fails (the pirate's mark verifies at {', '.join(forged)})" if len(forged) == len(picked)
+        else f"partly (the pirate's mark verifies at {', '.join(forged)})")
+    return Judgement("piracy", "; ".join(parts), verdict)
+
+
+@judge("false_positives")
+def few_false_positives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
+    """Holds when the false-positive rate is at most 0.05 both at the paper's threshold and at the calibrated
+    one (held-out innocents); partly when only the calibrated threshold achieves it."""
+    row = _none_row(rows)
+    if row is None or pd.isna(row["false_positive_rate"]):
+        return NOT_RUN
+    units = int(row["n_innocent_models"] + row["n_wrong_keys"] + row["n_attacked_clean"])
+    measured = (f"FPR {row['false_positive_rate']:.3f} at the paper's threshold over {units} innocent units, "
+                f"{row['false_positive_rate_calibrated']:.3f} calibrated; verified {row['verification_rate']:.2f}")
+    paper_ok = row["false_positive_rate"] <= 0.05
+    calibrated_ok = row["false_positive_rate_calibrated"] <= 0.05
+    verdict = ("holds" if paper_ok and calibrated_ok else
+               "partly (only at the calibrated threshold)" if calibrated_ok else "fails")
+    return Judgement("none", measured, verdict)
+
+
+@judge("identification")
+def identifies_users(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
+    """Holds when the owner's key outscores every other user's key on the owner's model in ≥ 90 % of seeds."""
+    row = _none_row(rows)
+    if row is None:
+        return NOT_RUN
+    rate = row["identification_rate"]
+    return Judgement("none", f"identification {rate:.2f} against {int(row['n_wrong_keys'])} other users' keys",
+                     "holds" if rate >= 0.9 else "fails")
+
+
+CLAIM_COLUMNS = ["defense", "claim", "rows", "measured", "verdict"]
+
+
+def claims_table(table: pd.DataFrame, drop: float) -> pd.DataFrame:
+    """Every claim of every defense in `table` that declares its claims, judged from `table`."""
+    out = []
+    for defense in sorted(table["defense"].unique()):
+        try:
+            claims = getattr(registry.get_defense(defense), "claims", ())
+        except Exception:  # a defense no longer registered: its rows stay, its claims are unknown
+            claims = ()
+        rows = table[table["defense"] == defense]
+        for claim in claims:
+            j = JUDGES[claim.test](rows, claim, drop)
+            out.append({"defense": defense, "claim": claim.text, "rows": j.rows, "measured": j.measured,
+                        "verdict": j.verdict})
+    return pd.DataFrame(out, columns=CLAIM_COLUMNS)

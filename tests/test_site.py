@@ -1,0 +1,124 @@
+"""The static site, opened from disk in a real headless browser (Debian's chromium + chromium-driver)."""
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+from bench.protocols import WmbenchError
+from bench.report import COLUMNS, merge_runs, summary_matrix, write_latex
+from bench.site import outcome, render_site
+
+DEFENSES, ATTACKS = ("null_embedding", "vlpmarker"), ("none", "pruning", "extraction:8000>fine_tuning")
+
+
+def synthetic_table() -> pd.DataFrame:
+    """A leaderboard of made-up numbers with every column (the page's behaviour, not its science, is tested)."""
+    rows = []
+    for d in DEFENSES:
+        for a in ATTACKS:
+            strengths = {"none": ["-"], "pruning": ["0.2", "0.5", "0.9"], "extraction:8000>fine_tuning": ["all_layers"]}[a]
+            for i, s in enumerate(strengths):
+                row = {c: math.nan for c in COLUMNS}
+                outside = d == "vlpmarker" and a == "pruning"
+                row.update(defense=d, attack=a, strength=s, n_seeds=0 if outside else 3,
+                           status="n/a: outside the threat model" if outside else "ok",
+                           attack_succeeded="" if outside else ("yes" if i == 2 else "no: mark kept"),
+                           utility_attacked=0.9 - 0.1 * i + 0.01 * len(rows), verification_rate=1.0 - 0.4 * i,
+                           verification_rate_calibrated=1.0 - 0.4 * i, removal_rate=0.0 if i < 2 else 1.0,
+                           utility_clean=0.95, utility_marked=0.94, false_positive_rate=0.0,
+                           false_positive_rate_calibrated=0.01, n_innocent_models=20, n_wrong_keys=60,
+                           n_attacked_clean=3, identification_rate=1.0)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_summary_cells_take_their_outcome_class():
+    assert [outcome(t) for t in ("removed (x)", "kept (x)", "utility lost (x)", "control (x)", "n/a", "")] == \
+        ["removed", "kept", "utility-lost", "control", "na", "empty"]
+
+
+def test_site_is_self_contained(tmp_path):
+    index = render_site(synthetic_table(), tmp_path / "site", profile="test", drop=0.05, reproducibility="r")
+    html = index.read_text()
+    assert "http://" not in html and "https://" not in html  # nothing from the network
+    assert {p.name for p in (tmp_path / "site").iterdir()} >= {"index.html", "wmbench.js", "style.css", "plots"}
+    assert len(list((tmp_path / "site" / "plots").glob("*.png"))) == len(DEFENSES)
+
+
+@pytest.fixture(scope="module")
+def driver():
+    pytest.importorskip("selenium", reason="selenium is the test extra's browser driver")
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("headless Chromium not installed (Debian: apt-get install chromium chromium-driver; .ci/run does)")
+    from bench.site import browser
+
+    with browser() as d:
+        yield d
+
+
+def _column(driver, name: str) -> list[str]:
+    return [td.text for td in driver.find_elements("css selector", f"#rows tbody tr:not([hidden]) td[data-column='{name}']")]
+
+
+def test_the_page_works_in_a_real_browser(driver, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    table = synthetic_table()
+    index = render_site(table, tmp_path / "run" / "site", profile="test", drop=0.05, reproducibility="r")
+    driver.get(index.resolve().as_uri())
+    # the summary matrix: one cell per (defense, attack)
+    cells = driver.find_elements("css selector", "#summary td[data-attack]")
+    pairs = {(c.get_attribute("data-defense"), c.get_attribute("data-attack")) for c in cells}
+    assert len(cells) == len(pairs) == len(DEFENSES) * len(ATTACKS)
+    assert len(summary_matrix(table)) == len(DEFENSES)
+    assert driver.find_elements("css selector", "#summary td.outcome-na")  # the pair outside the threat model
+    # sorting by a column reorders the rows (ascending, then descending on a second click)
+    before = _column(driver, "utility_attacked")
+    header = driver.find_element("css selector", "#rows th[data-column='utility_attacked']")
+    header.click()
+    ascending = _column(driver, "utility_attacked")
+    assert ascending == sorted(ascending, key=float) and ascending != before
+    header.click()
+    assert _column(driver, "utility_attacked") == ascending[::-1]
+    # filtering by a defense leaves only its rows
+    Select(driver.find_element("id", "filter-defense")).select_by_visible_text("vlpmarker")
+    shown = _column(driver, "defense")
+    assert shown and set(shown) == {"vlpmarker"} and len(shown) == (table.defense == "vlpmarker").sum()
+    Select(driver.find_element("id", "filter-model_kind")).select_by_visible_text("vlp")
+    assert len(_column(driver, "defense")) == len(shown)
+    # no console errors, and a screenshot under the run folder
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    png = tmp_path / "run" / "site" / "screenshot.png"
+    driver.save_screenshot(str(png))
+    assert png.stat().st_size > 10_000
+
+
+def _run_folder(path, profile_description: dict, cells: list[tuple[str, str]]):
+    from bench.results import CellId, CellResult, ResultsDB
+
+    db = ResultsDB(path, "default")
+    db.set_meta("profile:default", profile_description)
+    db.set_meta("config", {"defenses": sorted({d for d, _ in cells}), "attacks": sorted({a for _, a in cells}),
+                           "fpr_target": 0.01, "max_utility_drop": 0.05})
+    for defense, attack in cells:
+        db.put_cell(CellResult(CellId(defense, attack, "1", 0), "failed: synthetic"))
+    return path
+
+
+def test_merge_combines_runs_and_refuses_other_profiles(tmp_path):
+    a = _run_folder(tmp_path / "a", {"clip_epochs": 40}, [("none", "pruning")])
+    b = _run_folder(tmp_path / "b", {"clip_epochs": 40}, [("none", "blur_plugin")])
+    merged = merge_runs([a, b], tmp_path / "merged")
+    assert set(merged.attack) == {"pruning", "blur_plugin"}
+    other = _run_folder(tmp_path / "c", {"clip_epochs": 2}, [("none", "pruning")])
+    with pytest.raises(WmbenchError, match="different 'default' profiles"):
+        merge_runs([a, other], tmp_path / "refused")
+
+
+def test_latex_tables_use_booktabs(tmp_path):
+    folder = _run_folder(tmp_path / "run", {"clip_epochs": 40}, [("none", "pruning")])
+    for path in write_latex(folder):
+        text = path.read_text()
+        assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
