@@ -22,9 +22,15 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for n in registry.defense_names()]
     attacks = [(n, ", ".join(a.model_kinds), ", ".join(a.strengths), a.version)
                for n in registry.attack_names() for a in [registry.get_attack(n)]]
+    from bench.datasets import dataset_names, get_dataset_info
+
+    data = [(n, info.description, info.image_size or "any", info.channels, len(info.class_names) or "any")
+            for n in dataset_names() for info in [get_dataset_info(n)]]
     print(tabulate(defenses, headers=["defense", "model kind", "version"]))
     print()
     print(tabulate(attacks, headers=["attack", "model kinds", "strengths", "version"]))
+    print()
+    print(tabulate(data, headers=["dataset", "description", "size", "channels", "classes"]))
     for error in registry.plugin_errors:
         print(f"warning: {error}", file=sys.stderr)
     return 0
@@ -170,7 +176,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--vlp-innocents", dest="vlp_innocents",
                         help="with a pretrained --vlp: comma-separated other open_clip:<model>:<pretrained> "
                              "checkpoints, the innocent models (without them the false-positive columns say n/a)")
-        sp.add_argument("--data", help="digits (default) or folder:<path> (class-per-subfolder images)")
+        sp.add_argument("--data", help="a dataset spec (`wmbench list`): digits (default), fashion_mnist[:<folder>], "
+                                             "cifar10[:<root>], folder:<path> (class-per-subfolder images)")
         sp.add_argument("--cache", type=Path, help="artifact cache folder (default: $WMBENCH_CACHE or user cache)")
         sp.add_argument("--workers", type=int, help="worker processes (default: one per core)")
         sp.add_argument("--fpr-target", dest="fpr_target", type=float,

@@ -15,8 +15,9 @@ class Profile:
     """Model and data sizes and training budgets; `default` runs in CPU minutes."""
 
     name: str = "default"
-    dataset: str = "digits"
+    dataset: str = "digits"  # a registered dataset spec (bench.datasets): digits, fashion_mnist, cifar10:<root>, folder:<path>
     image_size: int = 32
+    train_limit: int = 0  # datasets with an official test set: a stratified subset of this many training images (0: all)
     width: int = 16  # channels of the first conv stage of the CNNs
     vlp: str = "wmbench-clip-tiny"  # an open_clip model config trained here, or open_clip:<model>:<pretrained>
     classifier_epochs: int = 15  # one-cycle schedule (bench/kinds.py BASE_LR); was 25 at a constant rate
@@ -71,7 +72,7 @@ class RunConfig:
     device: str = "auto"
     profile: str = "default"
     vlp: str | None = None  # overrides the profile's VLP: open_clip:<model>:<pretrained>
-    data: str | None = None  # overrides the profile's dataset: digits or folder:<path>
+    data: str | None = None  # overrides the profile's dataset (a spec of bench.datasets)
     vlp_innocents: list[str] = field(default_factory=list)  # innocent checkpoints for a pretrained --vlp
     cache: Path | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # local worker processes

@@ -1,11 +1,10 @@
-"""Data that ships inside packages (scikit-learn's digits and sample photos), and a loader for a
-user's own class-per-subfolder image folder. Splits are fixed, seeded and disjoint:
-owner's training data, the attacker's own data, held-out test data."""
+"""What every dataset is made of: the `Dataset` of three fixed, seeded, disjoint splits (owner's training
+data, the attacker's own data, held-out test data), the split rule, and the out-of-distribution image
+sources (crops of the photos shipped with scikit-learn; key-seeded procedural images). The datasets
+themselves are registered by name in `bench.datasets`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,7 +66,8 @@ class Dataset:
                        ood=self.ood.to(device))
 
 
-def _split(x: torch.Tensor, y: torch.Tensor) -> tuple[Split, Split, Split]:
+def split_three_ways(x: torch.Tensor, y: torch.Tensor) -> tuple[Split, Split, Split]:
+    """The default rule: owner 50 %, attacker 25 %, held-out test 25 % (stratified, seeded)."""
     idx = np.arange(len(y))
     owner, rest = train_test_split(idx, train_size=OWNER_FRACTION, stratify=y.numpy(), random_state=SPLIT_SEED)
     attacker_share = ATTACKER_FRACTION / (1 - OWNER_FRACTION)
@@ -75,6 +75,25 @@ def _split(x: torch.Tensor, y: torch.Tensor) -> tuple[Split, Split, Split]:
         rest, train_size=attacker_share, stratify=y.numpy()[rest], random_state=SPLIT_SEED
     )
     return tuple(Split(x[i], y[i]) for i in (torch.as_tensor(owner), torch.as_tensor(attacker), torch.as_tensor(test)))
+
+
+def split_training_set(x: torch.Tensor, y: torch.Tensor, limit: int = 0) -> tuple[Split, Split]:
+    """The same rule for a dataset with an official test set: its training set (first a stratified subset of
+    `limit` images, when given) split owner 2 : attacker 1, as 50 % : 25 % above."""
+    idx = np.arange(len(y))
+    if limit and limit < len(y):
+        idx, _ = train_test_split(idx, train_size=limit, stratify=y.numpy(), random_state=SPLIT_SEED)
+    owner, attacker = train_test_split(idx, train_size=2 / 3, stratify=y.numpy()[idx], random_state=SPLIT_SEED)
+    return tuple(Split(x[i], y[i]) for i in (torch.as_tensor(owner), torch.as_tensor(attacker)))
+
+
+def to_unit_images(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W) or (N, C, H, W) 0–255 images → float (N, C, size, size) in [0, 1]."""
+    x = torch.tensor(np.asarray(images), dtype=torch.float32) / 255.0  # a copy: IDX arrays are read-only views
+    x = x[:, None] if x.dim() == 3 else x
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return x
 
 
 def sample_photo_crops(n: int, size: int, channels: int, seed: int) -> torch.Tensor:
@@ -118,45 +137,3 @@ def procedural_images(n: int, size: int, channels: int, seed: int) -> torch.Tens
     low = image.amin(dim=(1, 2, 3), keepdim=True)
     high = image.amax(dim=(1, 2, 3), keepdim=True)
     return (image - low) / (high - low).clamp(min=1e-6)
-
-
-@lru_cache(maxsize=4)
-def load_digits(size: int = 32, n_ood: int = 256) -> Dataset:
-    """scikit-learn's 1,797 handwritten digits (8×8, 0–16) upscaled to `size`×`size` in [0, 1]."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    digits = sk_digits()
-    x = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-    y = torch.as_tensor(digits.target, dtype=torch.int64)
-    owner, attacker, test = _split(x, y)
-    return Dataset("digits", owner, attacker, test, DIGIT_NAMES, sample_photo_crops(n_ood, size, 1, seed=SPLIT_SEED))
-
-
-def load_image_folder(root: str | Path, size: int = 32, n_ood: int = 256) -> Dataset:
-    """A user's own data: `root/<class name>/<image files>`, resized to `size`×`size` RGB."""
-    from torchvision import datasets, transforms
-
-    root = Path(root)
-    if not root.is_dir():
-        raise WmbenchError(f"image folder not found: {root}")
-    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
-    try:
-        folder = datasets.ImageFolder(str(root), transform=tf)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise WmbenchError(f"not a class-per-subfolder image folder: {root} ({e})") from None
-    x = torch.stack([folder[i][0] for i in range(len(folder))])
-    y = torch.as_tensor(folder.targets, dtype=torch.int64)
-    owner, attacker, test = _split(x, y)
-    names = tuple(c.replace("_", " ") for c in folder.classes)
-    return Dataset(root.name, owner, attacker, test, names, sample_photo_crops(n_ood, size, 3, seed=SPLIT_SEED))
-
-
-def load_dataset(spec: str, size: int = 32) -> Dataset:
-    """`digits` (the embedded default) or `folder:<path>`."""
-    if spec == "digits":
-        return load_digits(size)
-    if spec.startswith("folder:"):
-        return load_image_folder(spec.removeprefix("folder:"), size)
-    raise WmbenchError(f"unknown dataset '{spec}'; valid: digits, folder:<path>")
-

@@ -122,5 +122,4 @@ class Attack(Protocol):
 # Optional members, looked up with getattr: `Attack.strengths_for(kind)` narrows the strengths for one
 # model kind; `Attack.per_defense = True` says the attack uses the cell's defense (`ctx.defense`), so its
 # results are not shared between defenses; `Defense.scheme` names the scheme whose keys and marked models a
-# verification variant shares; `Defense.reference_seeds` lists the seeds of clean models its verifier uses
-# as references (the runner trains them with the other clean models).
+# verification variant shares; `Defense.claims` lists its paper's headline claims (bench/claims.py).

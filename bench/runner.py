@@ -22,7 +22,7 @@ from bench import registry
 from bench.cache import ArtifactCache, default_cache_dir, weights_digest
 from bench.config import Profile, RunConfig
 from bench.context import Clean, Context, derive_seed, innocent_pool, innocent_pool_gap
-from bench.data import load_dataset
+from bench.datasets import load_dataset
 from bench.executors import Executor, LocalExecutor, SerialExecutor, make_executor
 from bench.portable import PINNED_ISA, environment, pin_kernels
 from bench.protocols import Attack, AttackOutput, Defense, Key, WmbenchError
@@ -64,11 +64,10 @@ class Plan:
     groups: list[tuple[str, int]]  # (defense, seed) pairs that the runnable cells need
     owners: list[tuple[str, Clean]]  # (model kind, clean model) the owners' clean models
     innocents: list[tuple[str, Clean]]  # (model kind, clean model) the innocent pool of each kind used
-    references: list[tuple[str, Clean]]  # clean models verifiers train as their own references
 
     @property
     def bases(self) -> list[tuple[str, Clean]]:
-        return self.owners + self.innocents + self.references
+        return self.owners + self.innocents
 
 
 def make_plan(cfg: RunConfig) -> Plan:
@@ -100,9 +99,7 @@ def make_plan(cfg: RunConfig) -> Plan:
     kinds = sorted({d.model_kind for d in used})
     owners = [(k, Clean(s)) for k in kinds for s in range(cfg.seeds)]
     innocents = [(k, c) for k in kinds for c in innocent_pool(profile, k)]
-    references = sorted({(d.model_kind, Clean(s)) for d in used for s in getattr(d, "reference_seeds", ())},
-                        key=lambda b: (b[0], b[1].seed))
-    return Plan(cells, outside, groups, owners, innocents, references)
+    return Plan(cells, outside, groups, owners, innocents)
 
 
 class Workbench:
@@ -113,7 +110,7 @@ class Workbench:
         self.profile = cfg.resolved_profile()
         self.device = resolve_device(cfg.device)
         self.autocast_dtype = training_dtype(self.profile, self.device)
-        self.data = load_dataset(self.profile.dataset, self.profile.image_size).to(self.device)
+        self.data = load_dataset(self.profile.dataset, self.profile.image_size, self.profile.train_limit).to(self.device)
         root = cfg.cache or default_cache_dir()  # models trained with pinned kernels are kept apart
         self.cache = ArtifactCache(root / f"portable-{PINNED_ISA.lower()}" if cfg.portable else root)
 

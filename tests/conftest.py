@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from bench.cache import ArtifactCache  # noqa: E402
 from bench.config import RunConfig, get_profile  # noqa: E402
 from bench.context import Context  # noqa: E402
-from bench.data import load_digits  # noqa: E402
+from bench.datasets.digits import load_digits  # noqa: E402
 
 
 torch.set_num_threads(1)  # as every runner task does: numbers must not depend on who trained a model

@@ -13,7 +13,7 @@ from attacks.neural_cleanse import NeuralCleanse
 from bench.cache import ArtifactCache
 from bench.config import get_profile
 from bench.context import Context
-from bench.data import load_digits
+from bench.datasets.digits import load_digits
 
 TARGET = 3
 
