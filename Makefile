@@ -17,9 +17,10 @@ install: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/wmbench run --portable
 
-# Copy runs/default into the committed results/ (and the README's summary block): the only way results/ changes.
+# Copy runs/default into the committed results/ (leaderboard, claims, site with its headless-Chromium screenshot,
+# and the README's generated blocks): the only way results/ changes.
 publish: $(STAMP)
-	$(VENV)/bin/wmbench publish --from runs/default --to results
+	$(VENV)/bin/wmbench publish --from runs/default --to results --screenshot
 
 test: $(STAMP)
 	$(PY) -m pytest
