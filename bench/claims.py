@@ -116,14 +116,20 @@ def piracy_resistant(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement
 
 @judge("false_positives")
 def few_false_positives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
-    """Holds when the false-positive rate is at most 0.05 both at the paper's threshold and at the calibrated
-    one (held-out innocents); partly when only the calibrated threshold achieves it."""
+    """Holds when the owner's key verifies its own unattacked model in most seeds (calibrated threshold) and
+    the false-positive rate is at most 0.05 both at the paper's threshold and at the calibrated one
+    (held-out innocents); partly when only the calibrated threshold achieves that; a test that does not
+    verify the owner's own model fails, whatever its false-positive rate."""
     row = _none_row(rows)
     if row is None or pd.isna(row["false_positive_rate"]):
         return NOT_RUN
     units = int(row["n_innocent_models"] + row["n_wrong_keys"] + row["n_attacked_clean"])
     measured = (f"FPR {row['false_positive_rate']:.3f} at the paper's threshold over {units} innocent units, "
-                f"{row['false_positive_rate_calibrated']:.3f} calibrated; verified {row['verification_rate']:.2f}")
+                f"{row['false_positive_rate_calibrated']:.3f} calibrated; owner's model verified "
+                f"{row['verification_rate']:.2f} (paper's threshold), {row['verification_rate_calibrated']:.2f} "
+                f"(calibrated)")
+    if not row["verification_rate_calibrated"] > 0.5:
+        return Judgement("none", measured, "fails (the test does not verify the owner's own model)")
     paper_ok = row["false_positive_rate"] <= 0.05
     calibrated_ok = row["false_positive_rate_calibrated"] <= 0.05
     verdict = ("holds" if paper_ok and calibrated_ok else

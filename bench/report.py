@@ -193,7 +193,7 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
         if calibration is not None and pool:
             utility_kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
                             for r in ok if (defense, r.cell.seed) in prepared]
-            row.update(removal(calibration, scores, utility_kept))
+            row.update(removal(calibration, scores, utility_kept) if attack != "none" else NO_ATTACK)
             row.update({
                 "threshold_calibrated": float(np.mean(calibration.thresholds)),
                 "verification_rate_calibrated": calibration.detection_rate(scores),
@@ -207,6 +207,9 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
                         "removal_verdict": ""})
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+NO_ATTACK = {"removal_rate": float("nan"), "attack_succeeded": "no attack", "removal_verdict": ""}
 
 
 def removal(calibration: Calibration, scores: list[float], utility_kept: list[bool]) -> dict:
@@ -294,7 +297,8 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
   attacked model is *not* detected at the calibrated threshold **and** keeps its utility
   (`utility_attacked ≥ utility_marked − {drop}`); `attack_succeeded` says yes when that happens in most
   seeds, else whether the mark was kept or the utility lost; `removal_verdict` calls it only where the 95 %
-  interval of the seeds' removals lies wholly above or below ½ (never at 3 seeds: "undecided"). Rows whose `status` is `n/a` lie outside the
+  interval of the seeds' removals lies wholly above or below ½ (never at 3 seeds: "undecided"). The `none`
+  row is no attack: `attack_succeeded` says `no attack` and its removal columns are empty. Rows whose `status` is `n/a` lie outside the
   threat model (what the attack needs, the defense's thief cannot reach) and are not run.
 - `pirate_verification_rate`: a pirate's own key verifies on its pirated model (the marked one);
   `pirate_clean_verification_rate`: the same pirate on the *clean* model (piracy resistance is the contrast
@@ -349,6 +353,8 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
         best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
         outcome = {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost"}.get(
             best["attack_succeeded"], "control")
+        if best["attack_succeeded"] == "no attack":  # the unattacked model: does the owner's key verify at all?
+            outcome = "verified" if best["verification_rate_calibrated"] > 0.5 else "not verified"
         cells[defense][attack] = (f"{outcome} ({best['strength']}: detected {best['verification_rate_calibrated']:.2f}, "
                                   f"utility {best['utility_attacked']:.2f})")
     attacks = sorted(table["attack"].unique())
@@ -368,7 +374,8 @@ def summary_markdown(table: pd.DataFrame, drop: float) -> str:
               "(the mark is not detected at the calibrated threshold and utility falls by at most "
               f"{drop:g}, in most seeds), `kept` (the mark is still detected), `utility lost` (the mark went, "
               "but so did the utility); `detected` is the calibrated detection rate, `utility` the utility after "
-              "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control.")
+              "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control. Column `none`: whether "
+              "the owner's key verifies on its own unattacked model at the calibrated threshold.")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
     return f"{legend}\n\n{body}\n"
 

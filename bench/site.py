@@ -21,7 +21,7 @@ from bench.results import ResultsDB
 TEMPLATE = Path(__file__).parent / "site_template"
 ASSETS = ("wmbench.js", "style.css")
 OUTCOMES = {"removed": "removed", "kept": "kept", "utility lost": "utility-lost", "control": "control", "n/a": "na",
-            "failed": "failed"}
+            "failed": "failed", "verified": "kept", "not verified": "removed"}
 FILTERS = ("defense", "attack", "model_kind")
 
 

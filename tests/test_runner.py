@@ -37,7 +37,7 @@ def test_matrix_writes_leaderboard_and_resumes(run_config):
     none_row = table[table.attack == "none"].iloc[0]
     assert none_row.verification_rate == 1.0 and none_row.auc == 1.0
     assert (none_row.n_innocent_models, none_row.n_wrong_keys, none_row.n_attacked_clean) == (20, 20, 1)
-    assert none_row.false_positive_rate <= 0.1 and none_row.attack_succeeded == "no: mark kept"
+    assert none_row.false_positive_rate <= 0.1 and none_row.attack_succeeded == "no attack"
     assert table[["verification_rate", "false_positive_rate"]].apply(lambda c: c.between(0, 1)).all().all()
     summary, rows = (cfg.out / "leaderboard.md").read_text().split("## Every row")
     assert summary.count("| null_embedding") == 1 and rows.count("| null_embedding") == 6
