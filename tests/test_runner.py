@@ -3,6 +3,7 @@ import sqlite3
 import pandas as pd
 import pytest
 
+from bench import registry
 from bench.report import COLUMNS
 from bench.results import CellId, ResultsDB
 from bench.runner import make_plan, run_cell, run_matrix
@@ -39,8 +40,10 @@ def test_matrix_writes_leaderboard_and_resumes(run_config):
     assert (none_row.n_innocent_models, none_row.n_wrong_keys, none_row.n_attacked_clean) == (20, 20, 1)
     assert none_row.false_positive_rate <= 0.1 and none_row.attack_succeeded == "no attack"
     assert table[["verification_rate", "false_positive_rate"]].apply(lambda c: c.between(0, 1)).all().all()
-    summary, rows = (cfg.out / "leaderboard.md").read_text().split("## Every row")
+    summary, rest = (cfg.out / "leaderboard.md").read_text().split("## The papers' claims")
+    claims, rows = rest.split("## Every row")
     assert summary.count("| null_embedding") == 1 and rows.count("| null_embedding") == 6
+    assert claims.count("| null_embedding") == len(registry.get_defense("null_embedding").claims)
     assert (cfg.out / "leaderboard.png").stat().st_size > 1000
     second = run_matrix(cfg, progress=False)
     assert (second.ran, second.reused) == (0, 6)
