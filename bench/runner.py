@@ -25,7 +25,7 @@ from bench.context import Clean, Context, derive_seed, innocent_pool, innocent_p
 from bench.datasets import load_dataset
 from bench.executors import Executor, LocalExecutor, SerialExecutor, make_executor
 from bench.portable import PINNED_ISA, environment, pin_kernels
-from bench.protocols import Attack, AttackOutput, Defense, Key, WmbenchError
+from bench.protocols import Defense, Key, WmbenchError
 from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
 from bench.training import mixed_precision
 
