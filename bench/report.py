@@ -313,13 +313,22 @@ SHOWN = ["defense", "attack", "strength", "n_seeds", "utility_marked", "utility_
          "pirate_clean_verification_rate", "status"]
 
 
-def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | None = None) -> pd.DataFrame:
-    out = Path(out)
-    db = ResultsDB(out, profile)
+def load_table(out: Path, profile: str = "default", fpr_target: float | None = None
+               ) -> tuple[pd.DataFrame, ResultsDB, float]:
+    """The leaderboard table of the run in `out`, its database, and the run's utility allowance (the run's
+    own calibration target unless `fpr_target` is given)."""
+    db = ResultsDB(Path(out), profile)
     config = db.meta("config", {})
     fpr_target = fpr_target if fpr_target is not None else float(config.get("fpr_target", 0.01))
     drop = utility_drop(config)
-    table = leaderboard(db.cells(), db.prepared(), fpr_target, drop)
+    return leaderboard(db.cells(), db.prepared(), fpr_target, drop), db, drop
+
+
+def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | None = None) -> pd.DataFrame:
+    out = Path(out)
+    table, db, drop = load_table(out, profile, fpr_target)
+    config = db.meta("config", {})
+    fpr_target = fpr_target if fpr_target is not None else float(config.get("fpr_target", 0.01))
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
     claims = claims_table(table, drop)
     atomic_write(out / "claims.csv", lambda p: claims.to_csv(p, index=False))
@@ -370,14 +379,18 @@ def summary_markdown(table: pd.DataFrame, drop: float) -> str:
     """The screen-sized view: how to read the summary matrix, and the matrix."""
     if table.empty:
         return ""
-    legend = ("Each cell: the attacker's best setting of that attack and its outcome over the seeds — `removed` "
-              "(the mark is not detected at the calibrated threshold and utility falls by at most "
-              f"{drop:g}, in most seeds), `kept` (the mark is still detected), `utility lost` (the mark went, "
-              "but so did the utility); `detected` is the calibrated detection rate, `utility` the utility after "
-              "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control. Column `none`: whether "
-              "the owner's key verifies on its own unattacked model at the calibrated threshold.")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
-    return f"{legend}\n\n{body}\n"
+    return f"{summary_legend(drop)}\n\n{body}\n"
+
+
+def summary_legend(drop: float) -> str:
+    """How to read a cell of the summary matrix."""
+    return ("Each cell: the attacker's best setting of that attack and its outcome over the seeds — `removed` "
+            "(the mark is not detected at the calibrated threshold and utility falls by at most "
+            f"{drop:g}, in most seeds), `kept` (the mark is still detected), `utility lost` (the mark went, "
+            "but so did the utility); `detected` is the calibrated detection rate, `utility` the utility after "
+            "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control. Column `none`: "
+            "whether the owner's key verifies on its own unattacked model at the calibrated threshold.")
 
 
 CLAIMS_LEGEND = ("Each paper's headline claims, judged from the rows named: `holds`, `partly` or `fails`, with the "
@@ -393,10 +406,7 @@ def claims_markdown(claims: pd.DataFrame) -> str:
 def write_latex(out: Path, profile: str = "default") -> list[Path]:
     """The summary matrix and the claims table as LaTeX `booktabs` tables (`summary.tex`, `claims.tex`)."""
     out = Path(out)
-    db = ResultsDB(out, profile)
-    config = db.meta("config", {})
-    drop = utility_drop(config)
-    table = leaderboard(db.cells(), db.prepared(), float(config.get("fpr_target", 0.01)), drop)
+    table, _, drop = load_table(out, profile)
     tables = {"summary.tex": (summary_matrix(table), "Defense $\\times$ attack: the attacker's best setting and its outcome."),
               "claims.tex": (claims_table(table, drop), "The papers' headline claims, judged from the leaderboard.")}
     written = []

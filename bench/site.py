@@ -14,9 +14,8 @@ from bench import registry
 from bench.cache import atomic_write
 from bench.claims import CLAIM_COLUMNS, claims_table
 from bench.protocols import WmbenchError
-from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, leaderboard, reproducibility_line,
-                          summary_matrix, utility_drop)
-from bench.results import ResultsDB
+from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, load_table, reproducibility_line,
+                          summary_legend, summary_matrix)
 
 TEMPLATE = Path(__file__).parent / "site_template"
 ASSETS = ("wmbench.js", "style.css")
@@ -28,10 +27,7 @@ FILTERS = ("defense", "attack", "model_kind")
 def write_site(out: Path, profile: str = "default") -> Path:
     """The site of the run (or published) folder `out`, written to `out/site/`; returns its index.html."""
     out = Path(out)
-    db = ResultsDB(out, profile)
-    config = db.meta("config", {})
-    drop = utility_drop(config)
-    table = leaderboard(db.cells(), db.prepared(), float(config.get("fpr_target", 0.01)), drop)
+    table, db, drop = load_table(out, profile)
     return render_site(table, out / "site", profile=profile, drop=drop,
                        reproducibility=reproducibility_line(db.meta("environment")))
 
@@ -64,8 +60,6 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.report import summary_markdown
-
     folder = Path(folder)
     (folder / "plots").mkdir(parents=True, exist_ok=True)
     matrix = summary_matrix(table)
@@ -87,9 +81,8 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
     numeric = [c for c in columns if pd.api.types.is_numeric_dtype(rows[c])]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    legend = summary_markdown(table, drop).split("\n\n")[0] if not table.empty else ""
     page = env.get_template("index.html.j2").render(
-        profile=profile, reproducibility=reproducibility, summary_legend=legend.replace("`", ""),
+        profile=profile, reproducibility=reproducibility, summary_legend=summary_legend(drop).replace("`", ""),
         attacks=attacks, summary=summary, claims_legend=CLAIMS_LEGEND.replace("`", ""),
         claim_columns=CLAIM_COLUMNS, claims=claims_table(table, drop).to_dict("records"), plots=plots,
         filters={f: sorted(rows[f].astype(str).unique()) for f in FILTERS}, columns=columns, numeric=numeric,

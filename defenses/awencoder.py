@@ -100,7 +100,7 @@ class AWEncoder:
             if len(history) > 10 and history[-11] - min(history[-10:]) < 1e-3:  # converged
                 break
         with torch.no_grad():
-            z = predict(encoder, self.mark(x, Key(self.scheme, secret, tensors={"delta": delta})))
+            z = predict(encoder, (x + delta).clamp(0, 1))  # the marked samples
         reached = {"cos_own": float(cos(z, own).mean()), "cos_key": float(cos(z, target).mean()),
                    "cos_key_before": float(cos(own, target).mean()), "pgd_steps": len(history)}
         return Key(self.scheme, secret, {"epsilon": self.epsilon, **reached},
