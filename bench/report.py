@@ -319,7 +319,7 @@ def load_table(out: Path, profile: str = "default", fpr_target: float | None = N
     own calibration target unless `fpr_target` is given)."""
     db = ResultsDB(Path(out), profile)
     config = db.meta("config", {})
-    fpr_target = fpr_target if fpr_target is not None else float(config.get("fpr_target", 0.01))
+    fpr_target = run_fpr_target(config) if fpr_target is None else fpr_target
     drop = utility_drop(config)
     return leaderboard(db.cells(), db.prepared(), fpr_target, drop), db, drop
 
@@ -328,7 +328,7 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     out = Path(out)
     table, db, drop = load_table(out, profile, fpr_target)
     config = db.meta("config", {})
-    fpr_target = fpr_target if fpr_target is not None else float(config.get("fpr_target", 0.01))
+    fpr_target = run_fpr_target(config) if fpr_target is None else fpr_target
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
     claims = claims_table(table, drop)
     atomic_write(out / "claims.csv", lambda p: claims.to_csv(p, index=False))
@@ -368,6 +368,11 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
                                   f"utility {best['utility_attacked']:.2f})")
     attacks = sorted(table["attack"].unique())
     return pd.DataFrame([{"defense": d, **{a: cells[d].get(a, "") for a in attacks}} for d in sorted(cells)])
+
+
+def run_fpr_target(config: dict) -> float:
+    """The run's calibration target (`fpr_target`; databases written before it was recorded: 0.01)."""
+    return float(config.get("fpr_target", 0.01))
 
 
 def utility_drop(config: dict) -> float:
