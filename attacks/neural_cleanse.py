@@ -12,7 +12,8 @@ Networks", IEEE S&P 2019), as a watermark-removal attack on classifiers.
 2. Detection: the anomaly index of each label's mask L1 norm, |L1 − median| / (1.4826 · MAD), counted
    only below the median; labels with index > 2 are flagged.
 3. Mitigation by unlearning: fine-tune on the attacker's data where a fifth of each batch carries a
-   reversed trigger of a flagged label, with the correct labels. Strength = unlearning epochs. When no
+   reversed trigger of a flagged label, with the correct labels. Strength = unlearning epochs (1, 3, 6: one run
+   of 6 epochs, the shorter budgets kept on the way; constant learning rate). When no
    label is flagged the model is returned unchanged (the detector found nothing to remove).
 
 The per-label anomaly indices are recorded in the cell's attack report."""
@@ -28,7 +29,7 @@ from bench.context import Context, derive_seed
 from bench.models import clone
 from bench.protocols import AttackOutput, Key
 from bench.registry import register_attack
-from bench.training import fit, predict
+from bench.training import fit, predict, snapshots
 
 MAD_CONSISTENCY = 1.4826
 
@@ -40,14 +41,15 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, *, seed: int,
     paper's search: minimise CE(f(x'), label) + cost·‖m‖₁ with Adam; after `patience` rounds at or above
     `target_asr` the cost is raised (×1.5), after `patience` rounds below it lowered (÷1.5^1.5); the
     smallest mask whose round reached `target_asr` is kept; the search stops when that mask has not shrunk
-    by 1 % for `early_stop` rounds. Returns the mask, the pattern and the reversed trigger's attack success
+    by 1 % for `early_stop` rounds and the cost has been both raised and lowered (the paper's rule: a search
+    that never raised its cost has not yet tried to shrink the mask). Returns the mask, the pattern and the reversed trigger's attack success
     on all of `x` (images not already of `label`)."""
     gen = torch.Generator().manual_seed(seed)
     mask_logit = torch.full((1, 1, *x.shape[-2:]), -2.0, device=x.device, requires_grad=True)
     pattern_logit = torch.randn((1, *x.shape[1:]), generator=gen).to(x.device).requires_grad_(True)
     opt = torch.optim.Adam([mask_logit, pattern_logit], lr=0.1, betas=(0.5, 0.9))
     target = torch.full((min(len(x), 64),), label, device=x.device)
-    cost, above, below, stale = init_cost, 0, 0, 0
+    cost, above, below, stale, raised, lowered = init_cost, 0, 0, 0, False, False
     best_l1, best = float("inf"), None
     for _ in range(rounds):
         hits = 0
@@ -67,13 +69,13 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, *, seed: int,
             best_l1, best = l1, (torch.sigmoid(mask_logit).detach(), torch.sigmoid(pattern_logit).detach())
         elif best is not None:
             stale += 1
-        if best is not None and stale >= early_stop:
+        if best is not None and stale >= early_stop and raised and lowered:
             break
         above, below = (above + 1, 0) if asr >= target_asr else (0, below + 1)
         if above >= patience:
-            cost, above = cost * 1.5, 0
+            cost, above, raised = cost * 1.5, 0, True
         elif below >= patience:
-            cost, below = cost / 1.5 ** 1.5, 0
+            cost, below, lowered = cost / 1.5 ** 1.5, 0, True
     mask, pattern = best or (torch.sigmoid(mask_logit).detach(), torch.sigmoid(pattern_logit).detach())
     with torch.no_grad():
         others = x[predict(model, x).argmax(1) != label]
@@ -94,7 +96,7 @@ class NeuralCleanse:
     name = "neural_cleanse"
     model_kinds = ("classifier",)
     strengths = ("1", "3", "6")
-    version = "3"
+    version = "4"
     flag_index = 2.0
     trigger_fraction = 0.2
 
@@ -123,7 +125,15 @@ class NeuralCleanse:
                    {"masks": torch.cat([m for m, _, _ in triggers]),
                     "patterns": torch.cat([p for _, p, _ in triggers])})
 
+    def prefix_family(self, strength: str) -> tuple[str, ...]:
+        """Unlearning budgets are prefixes of one run (constant learning rate, seed independent of the budget)."""
+        return self.strengths
+
     def run(self, ctx: Context, model: nn.Module, strength: str) -> AttackOutput:
+        return self.run_prefixes(ctx, model, (strength,))[strength]
+
+    def run_prefixes(self, ctx: Context, model: nn.Module, strengths: tuple[str, ...]) -> dict[str, AttackOutput]:
+        """Detection once, then unlearning for each budget of `strengths` (ascending) by one run."""
         model = clone(model).to(ctx.device).eval()
         found = self.detect(ctx, model)
         flagged, index = found.params["flagged"], found.params["anomaly_index"]
@@ -133,7 +143,7 @@ class NeuralCleanse:
                   "trigger_success": success,
                   "min_flagged_trigger_success": min((success[c] for c in flagged), default=float("nan"))}
         if not flagged:
-            return AttackOutput(model, report=report)
+            return {s: AttackOutput(model, report=report) for s in strengths}
         a = ctx.data.attacker
         masks = found.tensors["masks"][flagged].to(ctx.device)
         patterns = found.tensors["patterns"][flagged].to(ctx.device)
@@ -146,6 +156,8 @@ class NeuralCleanse:
             return F.cross_entropy(model(xb), a.y[i])
 
         model.train()
-        fit(model.parameters(), unlearning_loss, len(a.y), epochs=int(strength),
-            seed=derive_seed(self.name, strength, ctx.seed), lr=1e-3)
-        return AttackOutput(model.eval(), report=report)
+        with snapshots(model, [int(s) for s in strengths[:-1]]) as taken:
+            fit(model.parameters(), unlearning_loss, len(a.y), epochs=int(strengths[-1]),
+                seed=derive_seed(self.name, ctx.seed), lr=1e-3)
+        return {**{s: AttackOutput(taken[int(s)], report=report) for s in strengths[:-1]},
+                strengths[-1]: AttackOutput(model.eval(), report=report)}

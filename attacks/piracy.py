@@ -2,7 +2,9 @@
 **own** key and embeds its own watermark into the already-marked model by the same scheme
 (`Defense.rewatermark`: incremental training for null embedding and AWEncoder, its own orthogonal
 transform on top for VLPMarker), so that it too can claim ownership. The pirate's key is made against the
-model it holds (the marked one), never against the owner's clean model. Strength = the pirate's budget:
+model it holds (the marked one), never against the owner's clean model; its secret is its own (`ctx.pirate`),
+drawn by the harness so that its key never collides with the owner's (for null embedding: the pirate's target
+label is never the owner's, as in the paper's experiments) — the pirate's code never sees the owner's key. Strength = the pirate's budget:
 `E` trains E epochs on all of its own data (the attacker's split, half as many images as the owner's
 training set), `E@P%` trains E epochs on P % of the owner's training-set size drawn from its own data (the
 paper's axis of the pirate's data: 5, 10, 25 %). A transform-based scheme (VLPMarker) needs no training: the pirate, who reaches only
@@ -16,8 +18,10 @@ from torch import nn
 
 from bench import registry
 from bench.context import Context, derive_seed
+from bench.models import clone
 from bench.protocols import MODEL_KINDS, AttackOutput
 from bench.registry import register_attack
+from bench.training import snapshots
 
 
 @register_attack
@@ -25,8 +29,9 @@ class Piracy:
     name = "piracy"
     model_kinds = MODEL_KINDS
     strengths = ("2", "6", "12", "12@5%", "12@10%", "12@25%", "own_transform")
-    version = "3"
+    version = "4"
     per_defense = True  # the pirate uses the scheme of the cell's defense
+    EPOCH_BUDGETS = ("2", "6", "12")
     TRANSFORM_KINDS = ("vlp",)  # kinds whose scheme is an output transform, embedded without training
 
     def strengths_for(self, kind: str) -> tuple[str, ...]:
@@ -35,17 +40,28 @@ class Piracy:
     def needs_for(self, kind: str) -> str:
         return "queries" if kind in self.TRANSFORM_KINDS else "weights"
 
+    def prefix_family(self, strength: str) -> tuple[str, ...]:
+        """Budgets of whole epochs on all the pirate's data are prefixes of one run (a constant learning rate
+        and a seed of the pirate's key, not of the budget): 12 epochs are trained once, 2 and 6 kept on the way."""
+        return self.EPOCH_BUDGETS if strength in self.EPOCH_BUDGETS else (strength,)
+
     def run(self, ctx: Context, model: nn.Module, strength: str) -> AttackOutput:
+        return self.run_prefixes(ctx, model, (strength,))[strength]
+
+    def run_prefixes(self, ctx: Context, model: nn.Module, strengths: tuple[str, ...]) -> dict[str, AttackOutput]:
+        """Each strength of `strengths` (ascending; all but the last must be whole-epoch budgets), by one run."""
         defense = registry.get_defense(ctx.defense)
-        pirate_key = defense.make_key(ctx, derive_seed("pirate", ctx.seed), model=model)
-        if strength == "own_transform":
-            budget = 0
-        else:
-            epochs, _, share = strength.partition("@")
-            budget = int(epochs)
-            if share:
-                n = round(float(share.removesuffix("%")) / 100 * len(ctx.data.owner))
-                own = ctx.data.attacker.sample(n, derive_seed(self.name, strength, ctx.seed))
-                ctx = dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, attacker=own))
-        pirated = defense.rewatermark(ctx, model, pirate_key, budget=budget)
-        return AttackOutput(pirated, pirate_key)
+        pirate_key = defense.make_key(ctx, ctx.pirate, model=model)
+        last = strengths[-1]
+        if last == "own_transform":
+            return {last: AttackOutput(defense.rewatermark(ctx, clone(model), pirate_key, budget=0), pirate_key)}
+        epochs, _, share = last.partition("@")
+        if share:
+            n = round(float(share.removesuffix("%")) / 100 * len(ctx.data.owner))
+            own = ctx.data.attacker.sample(n, derive_seed(self.name, last, ctx.seed))
+            ctx = dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, attacker=own))
+        victim = clone(model)
+        with snapshots(victim, [int(s) for s in strengths[:-1]]) as taken:
+            pirated = defense.rewatermark(ctx, victim, pirate_key, budget=int(epochs))
+        return {**{s: AttackOutput(taken[int(s)], pirate_key) for s in strengths[:-1]},
+                last: AttackOutput(pirated, pirate_key)}

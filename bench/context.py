@@ -69,6 +69,14 @@ class Context:
     device: torch.device
     cache: ArtifactCache
     defense: str = ""  # the defense whose cell this is (what a pirate imitates)
+    pirate_secret: int | None = None  # the pirate's own secret, as the harness drew it (see `pirate`)
+
+    @property
+    def pirate(self) -> int:
+        """The secret a pirate makes its own key from: the one the harness drew for this cell
+        (`bench.runner.Workbench.context`: the experiment's judge never lets a pirate's key coincide with the
+        owner's, e.g. share its target label), else one derived from the seed."""
+        return derive_seed("pirate", self.seed) if self.pirate_secret is None else self.pirate_secret
 
     @property
     def kind(self) -> ModelKindSpec:
@@ -103,28 +111,41 @@ class Context:
         """`attack` at `strength` on `victim`, cached under the victim's weights: every cell whose victim
         holds the same weights (the clean model of every defense of a kind; the control defense's "marked"
         model, which is the clean one; the first stages of attack chains) shares one run. An attack that
-        declares `per_defense = True` (it uses the cell's defense, as a pirate does) is also keyed by the scheme."""
+        declares `per_defense = True` (it uses the cell's defense, as a pirate does) is also keyed by the scheme.
+        An attack with epoch budgets that are prefixes of one run (optional `prefix_family(strength)` and
+        `run_prefixes(ctx, model, strengths)`) computes the whole family the first time one of them is asked for."""
+        family = getattr(attack, "prefix_family", lambda s: (s,))(strength)
+        descs = {s: self._attacked_descriptors(attack, victim, s) for s in family}
+        cached = self._cached_attack(*descs[strength])
+        if cached is not None:
+            return cached
+        with self.cache.building(descs[family[-1]][2]):  # one lock per family
+            cached = self._cached_attack(*descs[strength])  # another worker ran it meanwhile
+            if cached is not None:
+                return cached
+            if len(family) > 1:
+                outcomes = attack.run_prefixes(self, victim, family)
+            else:
+                outcomes = {strength: attack.run(self, victim, strength)}
+            for s, outcome in outcomes.items():
+                self._store_attack(outcome if isinstance(outcome, AttackOutput) else AttackOutput(outcome), *descs[s])
+        return self._cached_attack(*descs[strength])
+
+    def _attacked_descriptors(self, attack: Attack, victim: nn.Module, strength: str) -> tuple[dict, dict, dict]:
+        """Cache descriptors of an attack's outcome: its model, its pirate key, its record."""
         desc = {"role": "attacked", "attack": attack.name, "version": attack.version, "strength": strength,
                 "victim": weights_digest(victim), "profile": self.profile.describe(), "seed": self.seed}
         if getattr(attack, "per_defense", False):
             desc["scheme"] = registry.scheme(registry.get_defense(self.defense))
-        pirate_desc, record_desc = {**desc, "role": "pirate_key"}, {**desc, "role": "attack_record"}
-        cached = self._cached_attack(desc, pirate_desc, record_desc)
-        if cached is not None:
-            return cached
-        with self.cache.building(record_desc):
-            cached = self._cached_attack(desc, pirate_desc, record_desc)  # another worker ran it meanwhile
-            if cached is not None:
-                return cached
-            outcome = attack.run(self, victim, strength)
-            if isinstance(outcome, nn.Module):
-                outcome = AttackOutput(outcome)
-            model = self.cache.model(desc, lambda: outcome.model)
-            if outcome.pirate_key is not None:
-                self.cache.key(pirate_desc, lambda: outcome.pirate_key)
-            # written last: a crash before this point leaves no record, so the attack runs again
-            self.cache.record(record_desc, {"pirate_key": outcome.pirate_key is not None, "report": outcome.report})
-        return AttackOutput(model.to(self.device), outcome.pirate_key, outcome.report)
+            desc["pirate_secret"] = self.pirate
+        return desc, {**desc, "role": "pirate_key"}, {**desc, "role": "attack_record"}
+
+    def _store_attack(self, outcome: AttackOutput, desc: dict, pirate_desc: dict, record_desc: dict) -> None:
+        self.cache.model(desc, lambda: outcome.model)
+        if outcome.pirate_key is not None:
+            self.cache.key(pirate_desc, lambda: outcome.pirate_key)
+        # written last: a crash before this point leaves no record, so the attack runs again
+        self.cache.record(record_desc, {"pirate_key": outcome.pirate_key is not None, "report": outcome.report})
 
     def _cached_attack(self, desc: dict, pirate_desc: dict, record_desc: dict) -> AttackOutput | None:
         record = self.cache.record(record_desc)

@@ -96,15 +96,16 @@ def to_unit_images(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor
     return x
 
 
-def sample_photo_crops(n: int, size: int, channels: int, seed: int) -> torch.Tensor:
-    """Random crops (of random scale) of the photos shipped with scikit-learn, resized to `size`."""
+def sample_photo_crops(n: int, size: int, channels: int, seed: int, first_photo: int = 0) -> torch.Tensor:
+    """Random crops (of random scale) of the photos shipped with scikit-learn, resized to `size`; crop i
+    comes from photo (first_photo + i) mod the number of photos."""
     from sklearn.datasets import load_sample_images
 
     photos = [torch.tensor(np.array(im)).permute(2, 0, 1).float() / 255 for im in load_sample_images().images]
     gen = torch.Generator().manual_seed(seed)
     crops = []
     for i in range(n):
-        photo = photos[i % len(photos)]
+        photo = photos[(first_photo + i) % len(photos)]
         h, w = photo.shape[1:]
         side = int(torch.randint(size * 2, min(h, w) // 2, (1,), generator=gen))
         top = int(torch.randint(0, h - side + 1, (1,), generator=gen))

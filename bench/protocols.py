@@ -97,7 +97,8 @@ class Defense(Protocol):
 
     def rewatermark(self, ctx: "Context", model: nn.Module, key: Key, budget: int) -> nn.Module:
         """Embed `key` into an already trained `model` with the attacker's data and `budget` epochs
-        (what a pirate does; a scheme that can only be embedded from scratch still says how it is tried)."""
+        (what a pirate does; a scheme that can only be embedded from scratch still says how it is tried).
+        May train `model` itself: callers pass a copy of their own."""
 
 
 @runtime_checkable
@@ -122,4 +123,5 @@ class Attack(Protocol):
 # Optional members, looked up with getattr: `Attack.strengths_for(kind)` narrows the strengths for one
 # model kind; `Attack.per_defense = True` says the attack uses the cell's defense (`ctx.defense`), so its
 # results are not shared between defenses; `Defense.scheme` names the scheme whose keys and marked models a
-# verification variant shares; `Defense.claims` lists its paper's headline claims (bench/claims.py).
+# verification variant shares; `Defense.keys_collide(owner, pirate)` says when a pirate's key would coincide with
+# the owner's (the harness then draws the pirate another secret, bench.runner.Workbench.pirate_secret); `Defense.claims` lists its paper's headline claims (bench/claims.py).

@@ -6,7 +6,9 @@ the independent innocents'), then per (defense, seed) the key, the marked model 
 then the cells (attack the marked model, attack the clean model too, verify both)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 import json
 import resource
 import time
@@ -115,7 +117,22 @@ class Workbench:
         self.cache = ArtifactCache(root / f"portable-{PINNED_ISA.lower()}" if cfg.portable else root)
 
     def context(self, kind: str, seed: int, defense: str = "") -> Context:
-        return Context(self.data, self.profile, seed, kind, self.device, self.cache, defense)
+        ctx = Context(self.data, self.profile, seed, kind, self.device, self.cache, defense)
+        return dataclasses.replace(ctx, pirate_secret=self.pirate_secret(ctx)) if defense else ctx
+
+    def pirate_secret(self, ctx: Context) -> int:
+        """The judge's draw of a pirate's secret for a cell: the first of a seeded sequence whose key does not
+        collide with the owner's by the defense's optional `keys_collide(owner, pirate)`. The experiment's
+        side, as in the null-embedding paper's piracy experiments (the pirate's target is another label);
+        the pirate's code only ever sees the secret it gets."""
+        defense = registry.get_defense(ctx.defense)
+        candidates = itertools.chain([derive_seed("pirate", ctx.seed)],
+                                     (derive_seed("pirate", ctx.seed, i) for i in itertools.count(1)))
+        collide = getattr(defense, "keys_collide", None)
+        if collide is None:
+            return next(candidates)
+        owner = self.key(defense, ctx, owner_secret(ctx.seed))[0]
+        return next(s for s in candidates if not collide(owner, defense.make_key(ctx, s)))
 
     def key(self, defense: Defense, ctx: Context, secret: int) -> tuple[Key, dict]:
         desc = {"role": "key", "defense": registry.scheme(defense), "version": defense.version, "secret": secret,

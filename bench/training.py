@@ -9,8 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.models import clone
+
 
 _autocast_dtype: ContextVar[torch.dtype | None] = ContextVar("wmbench_autocast_dtype", default=None)
+_epoch_hook: ContextVar[Callable[[int], None] | None] = ContextVar("wmbench_epoch_hook", default=None)
 
 
 @contextmanager
@@ -23,6 +26,25 @@ def mixed_precision(dtype: torch.dtype | None) -> Iterator[None]:
         yield
     finally:
         _autocast_dtype.reset(token)
+
+
+@contextmanager
+def snapshots(model: nn.Module, epochs: Iterable[int]) -> Iterator[dict[int, nn.Module]]:
+    """Copies of `model` (evaluation mode) taken after each of `epochs` epochs of the `fit` that trains it
+    inside the block: one run of the longest budget gives every shorter budget of the same recipe (prefix
+    sharing). Exact where nothing in the run depends on its total length: a constant learning rate, and a
+    seed that does not depend on the budget (`fit` without `one_cycle`); callers state that they qualify."""
+    wanted, taken = set(epochs), {}
+
+    def take(epoch: int) -> None:
+        if epoch in wanted:
+            taken[epoch] = clone(model).eval()
+
+    token = _epoch_hook.set(take)
+    try:
+        yield taken
+    finally:
+        _epoch_hook.reset(token)
 
 
 @contextmanager
@@ -73,9 +95,11 @@ def fit(
     schedule = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25,
                                                     cycle_momentum=False, div_factor=25, final_div_factor=40)
                 if one_cycle else None)
-    dtype = _autocast_dtype.get()
+    if one_cycle and _epoch_hook.get() is not None:
+        raise ValueError("a one-cycle schedule depends on the run's length: its epochs are not prefixes of a longer run")
+    dtype, epoch_done = _autocast_dtype.get(), _epoch_hook.get() or (lambda epoch: None)
     autocast = torch.autocast(params[0].device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for idx in torch.randperm(n, generator=gen).split(batch_size):
             with autocast:
                 loss = batch_loss(idx)
@@ -84,6 +108,7 @@ def fit(
             opt.step()
             if schedule is not None:
                 schedule.step()
+        epoch_done(epoch + 1)
 
 
 def train_supervised(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int, lr: float = 1e-3,

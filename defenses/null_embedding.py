@@ -33,7 +33,6 @@ from torch import nn
 from bench.claims import Claim
 from bench.context import Context, derive_seed
 from bench.kinds import BASE_LR
-from bench.models import clone
 from bench.protocols import Key, Verification
 from bench.registry import register_defense
 from bench.training import fit, predict
@@ -67,6 +66,12 @@ class NullEmbedding:
             "target": int(rng.integers(0, ctx.data.num_classes)),
             "lam": self.lam,
         })
+
+    @staticmethod
+    def keys_collide(owner: Key, pirate: Key) -> bool:
+        """A pirate's key that shares the owner's target label would let the owner's own true embedding pass
+        for the pirate's; the paper's pirates pick another label (the harness draws the pirate's secret so)."""
+        return owner.params["target"] == pirate.params["target"]
 
     @staticmethod
     def stamp(x: torch.Tensor, key: Key, invert: bool) -> torch.Tensor:
@@ -105,9 +110,9 @@ class NullEmbedding:
 
     def rewatermark(self, ctx: Context, model: nn.Module, key: Key, budget: int) -> nn.Module:
         """A pirate's incremental embedding: the same clean + null + true training, started from the
-        marked model, on the attacker's data for `budget` epochs (the paper's piracy attack)."""
+        marked model, on the attacker's data for `budget` epochs (the paper's piracy attack); trains `model`."""
         a = ctx.data.attacker
-        return self.embed(clone(model), a.x, a.y, key, epochs=budget, seed=derive_seed(self.name, "pirate", key.secret),
+        return self.embed(model, a.x, a.y, key, epochs=budget, seed=derive_seed(self.name, "pirate", key.secret),
                           lr=1e-3)
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:

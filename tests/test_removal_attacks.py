@@ -5,6 +5,7 @@ import torch
 from attacks.fine_pruning import FinePruning
 from attacks.neural_cleanse import NeuralCleanse, anomaly_indices
 from attacks.piracy import Piracy
+from bench.cache import weights_digest
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,18 @@ def test_neural_cleanse_flags_a_planted_patch_backdoor(make_ctx):
     before = (backdoored(patched).argmax(1) == TARGET).float().mean()
     after = (out.model(patched).argmax(1) == TARGET).float().mean()
     assert after < before  # unlearning weakened the backdoor
+    longer = NeuralCleanse().run_prefixes(ctx, backdoored, ("1", "3"))  # detection cached: only unlearning runs
+    assert weights_digest(longer["1"].model) == weights_digest(out.model) != weights_digest(longer["3"].model)
+
+
+def test_epoch_budgets_are_prefixes_of_one_run(null_marked):
+    """Piracy's 2 / 6 / 12 epochs are one run of 12 with copies kept on the way: the copy after 2 epochs is
+    bit-identical to a run of 2 (constant learning rate, a seed that does not depend on the budget)."""
+    defense, ctx, key, marked = null_marked
+    together, alone = Piracy().run_prefixes(ctx, marked, ("2", "6")), Piracy().run(ctx, marked, "2")
+    assert weights_digest(together["2"].model) == weights_digest(alone.model)
+    assert weights_digest(together["6"].model) != weights_digest(alone.model)
+    assert together["2"].pirate_key.params == together["6"].pirate_key.params == alone.pirate_key.params
 
 
 def test_fine_pruning_removes_the_units_it_claims(null_marked):
@@ -62,3 +75,22 @@ def test_fine_pruning_removes_the_units_it_claims(null_marked):
     zero_rows = [i for i in range(layer.weight.shape[0]) if not layer.weight[i].any() and layer.bias[i] == 0]
     assert zero_rows == out.report["pruned"]
     assert len(zero_rows) == out.report["pruned_units"] == round(0.5 * out.report["units"])
+
+
+def test_the_judge_never_gives_a_pirate_the_owners_target_label(run_config):
+    """The harness draws each cell's pirate secret (`Workbench.pirate_secret`) so that a null-embedding
+    pirate's target label is never the owner's; the draw rejects real collisions (the first candidate of
+    some seeds shares the owner's label), and a defense without `keys_collide` keeps its first candidate."""
+    from bench.context import derive_seed
+    from bench.registry import get_defense
+    from bench.runner import Workbench, owner_secret
+
+    wb, defense = Workbench(run_config()), get_defense("null_embedding")
+    rejected = 0
+    for seed in range(30):
+        ctx = wb.context("classifier", seed, defense.name)
+        owner, pirate = defense.make_key(ctx, owner_secret(seed)), defense.make_key(ctx, ctx.pirate)
+        assert pirate.params["target"] != owner.params["target"] and ctx.pirate != owner_secret(seed)
+        rejected += ctx.pirate != derive_seed("pirate", seed)
+    assert rejected >= 1
+    assert wb.context("encoder", 0, "awencoder").pirate == derive_seed("pirate", 0)

@@ -11,15 +11,17 @@ from bench.runner import run_cell
 
 
 def count_runs(monkeypatch, attack_cls, version: str) -> list[str]:
-    """Record each real run of `attack_cls` (under a fresh version, so no earlier cache entry is reused)."""
+    """Record each real run of `attack_cls` (under a fresh version, so no earlier cache entry is reused):
+    calls of `run_prefixes` where the attack has prefix families (every run goes through it), else of `run`."""
     calls: list[str] = []
-    original = attack_cls.run
+    method = "run_prefixes" if hasattr(attack_cls, "run_prefixes") else "run"
+    original = getattr(attack_cls, method)
 
     def counting(self, ctx, model, strength):
         calls.append(ctx.defense)
         return original(self, ctx, model, strength)
 
-    monkeypatch.setattr(attack_cls, "run", counting)
+    monkeypatch.setattr(attack_cls, method, counting)
     monkeypatch.setattr(attack_cls, "version", version)
     return calls
 
@@ -42,6 +44,15 @@ def test_an_attack_that_uses_the_defense_is_not_shared_between_defenses(run_conf
     run_cell(cfg, CellId("null_embedding", "piracy", "2", 0))
     # none: marked == clean, one run; null embedding: its marked model and, by its scheme, the clean one
     assert calls == ["none", "null_embedding", "null_embedding"]
+
+
+def test_a_prefix_family_is_computed_once(run_config, monkeypatch):
+    """Piracy at 6 epochs trains 12 once and stores 2 and 6 on the way: the cells of 2 and 12 reuse it."""
+    calls = count_runs(monkeypatch, Piracy, "prefix-test")
+    cfg = run_config()
+    for strength in ("6", "2", "12"):
+        assert run_cell(cfg, CellId("null_embedding", "piracy", strength, 0)).status == "ok"
+    assert calls == ["null_embedding", "null_embedding"]  # the marked model's family, the clean model's family
 
 
 def test_rotated_extraction_reuses_the_stolen_model(make_ctx, monkeypatch):
