@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from bench.cache import weights_digest
-from bench.contrastive import augmentation
 from bench.context import Context, derive_seed, random_orthogonal
 from bench.data import sample_photo_crops
+from bench.kinds.contrastive import augmentation
+from bench.kinds.models import output_transform
+from bench.kinds.service import BlackBox
 from bench.registry import register_attack
-from bench.service import BlackBox
 from bench.training import fit
 
 BATCH = 64
@@ -81,7 +82,8 @@ class RotatedExtraction:
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
         stolen = stolen_model(ctx, model, int(strength))
-        rotation = random_orthogonal(stolen.transform.shape[0],
+        transform = output_transform(stolen)
+        rotation = random_orthogonal(transform.shape[0],
                                      derive_seed(self.name, derive_seed(Extraction.name, strength, ctx.seed)))
-        stolen.transform.copy_(stolen.transform @ rotation.to(stolen.transform.device))
+        transform.copy_(transform @ rotation.to(transform.device))
         return stolen

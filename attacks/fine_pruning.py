@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bench.context import Context, derive_seed
-from bench.models import clone
+from bench.kinds.models import clone, prunable_units
 from bench.protocols import AttackOutput
 from bench.registry import register_attack
 from bench.training import pruned
@@ -46,7 +46,7 @@ class FinePruning:
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> AttackOutput:
         model = clone(model).to(ctx.device).eval()
-        layer, activation = model.last_stage_units()
+        layer, activation = prunable_units(model)
         means = mean_activations(ctx, model, activation)
         n_prune = round(float(strength) * len(means))
         dormant = means.argsort()[:n_prune]

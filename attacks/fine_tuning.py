@@ -9,7 +9,7 @@ for classifiers, SimCLR's NT-Xent for encoders), `attack_epochs` epochs:
   large cost in accuracy);
 On a VLP the weights a thief can train are those of the copy it stole (chains such as
 `extraction>fine_tuning`; the service's own weights are outside its threat model), and only the regimes
-without a head apply there (`all_layers`, `large_lr`; objective: `bench.vlp.VlpKind.adapt`).
+without a head apply there (`all_layers`, `large_lr`; objective: `bench.kinds.vlp.VlpKind.adapt`).
 - `supervised` (encoders only): supervised fine-tuning of the whole encoder under a new linear head
   trained with cross-entropy on the attacker's labels (the transfer-learning recipe); the head is dropped.
 """
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.context import Context, derive_seed
-from bench.models import clone
+from bench.kinds.models import clone, last_layer, output_dim
 from bench.registry import register_attack
 from bench.training import fit
 
@@ -43,15 +43,15 @@ class FineTuning:
         if strength == "supervised":
             return self._supervised(ctx, model, epochs, seed)
         if strength == "reinit_last":
-            model.head.reset_parameters()
-        params = list(model.head.parameters()) if strength == "last_layer" else list(model.parameters())
+            last_layer(model).reset_parameters()
+        params = list(last_layer(model).parameters()) if strength == "last_layer" else list(model.parameters())
         lr = 1e-2 if strength == "large_lr" else 1e-3
         return ctx.kind.adapt(ctx, model, epochs=epochs, lr=lr, seed=seed, params=params)
 
     @staticmethod
     def _supervised(ctx: Context, encoder: nn.Module, epochs: int, seed: int) -> nn.Module:
         a = ctx.data.attacker
-        head = nn.Linear(encoder.dim, ctx.data.num_classes).to(ctx.device)
+        head = nn.Linear(output_dim(encoder), ctx.data.num_classes).to(ctx.device)
         encoder.train()
         fit(list(encoder.parameters()) + list(head.parameters()),
             lambda i: F.cross_entropy(head(encoder(a.x[i])), a.y[i]), len(a.y), epochs=epochs, seed=seed, lr=1e-3)

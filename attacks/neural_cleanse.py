@@ -26,7 +26,7 @@ from torch import nn
 
 from bench.cache import weights_digest
 from bench.context import Context, derive_seed
-from bench.models import clone
+from bench.kinds.models import clone
 from bench.protocols import AttackOutput, Key
 from bench.registry import register_attack
 from bench.training import fit, predict, snapshots

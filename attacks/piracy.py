@@ -18,7 +18,7 @@ from torch import nn
 
 from bench import registry
 from bench.context import Context, derive_seed
-from bench.models import clone
+from bench.kinds.models import clone
 from bench.protocols import MODEL_KINDS, AttackOutput
 from bench.registry import register_attack
 from bench.training import snapshots

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bench.models import create_model
+from bench.kinds.models import create_model
 from bench.protocols import Key, WmbenchError
 
 CACHE_FORMAT = 1

@@ -31,6 +31,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(tabulate(attacks, headers=["attack", "model kinds", "strengths", "version"]))
     print()
     print(tabulate(data, headers=["dataset", "description", "size", "channels", "classes"]))
+    from bench.kinds.models import architecture_names, get_architecture
+
+    archs = [(a.name, a.kind, a.description, a.head or "-", " → ".join(u for u in a.units if u) or "-",
+              a.transform or "-") for a in map(get_architecture, architecture_names())]
+    print()
+    print(tabulate(archs, headers=["architecture", "model kind", "description", "last layer", "prunable units",
+                                   "output transform"]))
     for error in registry.plugin_errors:
         print(f"warning: {error}", file=sys.stderr)
     return 0

@@ -19,8 +19,10 @@ class Profile:
     image_size: int = 32
     train_limit: int = 0  # datasets with an official test set: a stratified subset of this many training images (0: all)
     width: int = 16  # channels of the first conv stage of the CNNs
+    classifier_arch: str = "small_cnn"  # a registered classifier architecture (`wmbench list`)
+    encoder_arch: str = "conv_encoder"  # a registered encoder architecture
     vlp: str = "wmbench-clip-tiny"  # an open_clip model config trained here, or open_clip:<model>:<pretrained>
-    classifier_epochs: int = 15  # one-cycle schedule (bench/kinds.py BASE_LR); was 25 at a constant rate
+    classifier_epochs: int = 15  # one-cycle schedule (bench/kinds/ BASE_LR); was 25 at a constant rate
     encoder_epochs: int = 20  # one-cycle; was 30
     clip_epochs: int = 40
     embed_epochs: int = 30  # epochs of a watermark fine-tuned into a trained model (AWEncoder), constant rate

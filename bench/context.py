@@ -13,7 +13,7 @@ from bench import registry
 from bench.cache import ArtifactCache, weights_digest
 from bench.config import Profile
 from bench.data import Dataset
-from bench.kinds import ModelKindSpec, get_kind
+from bench.kinds.base import ModelKindSpec, get_kind
 from bench.protocols import Attack, AttackOutput
 
 
@@ -96,7 +96,7 @@ class Context:
         """A clean model of this kind: trained here (cached), or a named pretrained checkpoint."""
         if not clean.checkpoint:
             return self.base_model(clean.seed, clean.split)
-        from bench.vlp import load_pretrained
+        from bench.kinds.vlp import load_pretrained
 
         desc = {"role": "checkpoint", "kind": self.kind_name, "checkpoint": clean.checkpoint}
         return self.cache.model(desc, lambda: load_pretrained(clean.checkpoint)).to(self.device)

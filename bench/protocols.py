@@ -14,7 +14,7 @@ from torch import nn
 if TYPE_CHECKING:
     from bench.context import Context
 
-MODEL_KINDS: tuple[str, ...] = ("classifier", "encoder", "vlp")  # see bench/kinds.py
+MODEL_KINDS: tuple[str, ...] = ("classifier", "encoder", "vlp")  # see bench/kinds/
 
 
 class WmbenchError(Exception):

@@ -26,6 +26,7 @@ from bench.config import Profile, RunConfig
 from bench.context import Clean, Context, derive_seed, innocent_pool, innocent_pool_gap
 from bench.datasets import load_dataset
 from bench.executors import Executor, LocalExecutor, SerialExecutor, make_executor
+from bench.kinds.models import architecture_for
 from bench.portable import PINNED_ISA, environment, pin_kernels
 from bench.protocols import Defense, Key, WmbenchError
 from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
@@ -97,6 +98,8 @@ def make_plan(cfg: RunConfig) -> Plan:
         raise WmbenchError("no compatible (defense, attack) pair in this selection; see `wmbench list`")
     groups = sorted({(c.defense, c.seed) for c in cells if c not in outside})
     profile = cfg.resolved_profile()
+    for kind, architecture in (("classifier", profile.classifier_arch), ("encoder", profile.encoder_arch)):
+        architecture_for(kind, architecture)  # a profile naming a wrong architecture fails here, in one line
     used = [registry.get_defense(d) for d in sorted({d for d, _ in groups})]
     kinds = sorted({d.model_kind for d in used})
     owners = [(k, Clean(s)) for k in kinds for s in range(cfg.seeds)]

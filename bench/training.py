@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import clone
+from bench.kinds.models import clone
 
 
 _autocast_dtype: ContextVar[torch.dtype | None] = ContextVar("wmbench_autocast_dtype", default=None)

@@ -52,12 +52,12 @@ from scipy.stats import wilcoxon
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from bench.claims import Claim
 from bench.cache import weights_digest
+from bench.claims import Claim
 from bench.context import Context, derive_seed
-from bench.contrastive import simclr_train
 from bench.data import sample_photo_crops
-from bench.models import clone
+from bench.kinds.contrastive import simclr_train
+from bench.kinds.models import clone
 from bench.protocols import Key, Verification
 from bench.registry import register_defense
 from bench.training import predict

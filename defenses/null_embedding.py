@@ -32,7 +32,7 @@ from torch import nn
 
 from bench.claims import Claim
 from bench.context import Context, derive_seed
-from bench.kinds import BASE_LR
+from bench.kinds.base import BASE_LR
 from bench.protocols import Key, Verification
 from bench.registry import register_defense
 from bench.training import fit, predict

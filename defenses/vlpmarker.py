@@ -40,10 +40,10 @@ from torch import nn
 from bench.claims import Claim
 from bench.context import Context, derive_seed, random_orthogonal
 from bench.data import procedural_images
-from bench.models import clone
+from bench.kinds.models import clone, output_transform
+from bench.kinds.vlp import class_embeddings
 from bench.protocols import Key, Verification
 from bench.registry import register_defense
-from bench.vlp import class_embeddings
 
 
 @register_defense
@@ -91,7 +91,8 @@ class VLPMarker:
     def rewatermark(self, ctx: Context, model: nn.Module, key: Key, budget: int) -> nn.Module:
         """Compose the service's output transform with the key's W (no training, so `budget` is unused)."""
         marked = clone(model)
-        marked.transform.copy_(marked.transform @ key.tensors["W"].to(marked.transform.device))
+        transform = output_transform(marked)
+        transform.copy_(transform @ key.tensors["W"].to(transform.device))
         return marked
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:

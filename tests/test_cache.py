@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bench.cache import ArtifactCache, digest, load_model_file, save_model_file
-from bench.models import create_model
+from bench.kinds.models import create_model
 from bench.protocols import Key, WmbenchError
 
 
@@ -91,7 +91,7 @@ def test_concurrent_builders_build_once(tmp_path):
 
 def test_weights_digest_follows_the_weights_not_the_object():
     from bench.cache import weights_digest
-    from bench.models import clone
+    from bench.kinds.models import clone
 
     model = small()
     twin = clone(model)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from bench.config import get_profile
 from bench.datasets.digits import load_digits
-from bench.models import create_model
+from bench.kinds.models import create_model
 from bench.runner import training_dtype
 from bench.training import fit, mixed_precision
 

@@ -6,6 +6,7 @@ from attacks.fine_pruning import FinePruning
 from attacks.neural_cleanse import NeuralCleanse, anomaly_indices
 from attacks.piracy import Piracy
 from bench.cache import weights_digest
+from bench.kinds.models import prunable_units
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_epoch_budgets_are_prefixes_of_one_run(null_marked):
 def test_fine_pruning_removes_the_units_it_claims(null_marked):
     _, ctx, _, marked = null_marked
     out = FinePruning().run(ctx, marked, "0.5")
-    layer, _ = out.model.last_stage_units()
+    layer, _ = prunable_units(out.model)
     zero_rows = [i for i in range(layer.weight.shape[0]) if not layer.weight[i].any() and layer.bias[i] == 0]
     assert zero_rows == out.report["pruned"]
     assert len(zero_rows) == out.report["pruned_units"] == round(0.5 * out.report["units"])

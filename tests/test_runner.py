@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 
 from bench import registry
+from bench.protocols import WmbenchError
 from bench.report import COLUMNS
 from bench.results import CellId, ResultsDB
 from bench.runner import make_plan, run_cell, run_matrix
-from bench.protocols import WmbenchError
 
 REQUIRED = ["defense", "attack", "strength", "n_seeds", "utility_clean", "utility_marked", "utility_attacked",
             "verification_rate", "false_positive_rate", "p_value_median", "seconds", "status"]

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from attacks.extraction import Extraction
+from bench.kinds.vlp import load_pretrained
 from bench.protocols import WmbenchError
 from bench.registry import get_defense
-from bench.vlp import load_pretrained
 
 
 @pytest.fixture(scope="module")

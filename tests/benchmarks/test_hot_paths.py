@@ -5,13 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from bench.contrastive import simclr_train
 from bench.data import Split
+from bench.kinds.contrastive import simclr_train
+from bench.kinds.vlp import clip_train
 from bench.registry import get_defense
 from bench.report import write_leaderboard
 from bench.runner import run_matrix
 from bench.training import train_supervised
-from bench.vlp import clip_train
 
 
 def one_epoch(ctx):

@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import Encoder, create_model, register_model
+from bench.kinds.base import register_kind
+from bench.kinds.models import ConvBackbone, Encoder, create_model, register_architecture
 from bench.protocols import WmbenchError
 from bench.training import fit, predict
 
 if TYPE_CHECKING:
     from bench.context import Context
-    from bench.service import BlackBox
+    from bench.kinds.service import BlackBox
 
 open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
@@ -71,11 +72,6 @@ class ClipService(nn.Module):
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.clip.encode_image(self._preprocess(x), normalize=True) @ self.transform, dim=-1)
 
-    def last_stage_units(self) -> tuple[nn.Module, nn.Module]:
-        """The hidden units of the image tower's last transformer MLP (its analogue of a last conv stage)."""
-        mlp = self.clip.visual.transformer.resblocks[-1].mlp
-        return mlp.c_fc, mlp.gelu
-
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.clip.encode_text(tokens, normalize=True) @ self.transform, dim=-1)
 
@@ -91,7 +87,7 @@ class StolenService(nn.Module):
 
     def __init__(self, in_channels: int, dim: int, texts: list[str], width: int = 16):
         super().__init__()
-        self.image_encoder = Encoder(in_channels, dim, width)
+        self.image_encoder = Encoder(ConvBackbone(in_channels, width), dim)
         self.texts = list(texts)
         self.register_buffer("text_table", torch.zeros(len(texts), dim))
         self.register_buffer("transform", torch.eye(dim))
@@ -107,12 +103,16 @@ class StolenService(nn.Module):
         return F.normalize(rows @ self.transform, dim=-1)
 
 
-@register_model
+@register_architecture("vlp", "an open_clip CLIP (any open_clip config) behind an embedding service",
+                       units=("clip.visual.transformer.resblocks.-1.mlp.c_fc",  # the image tower's last MLP
+                              "clip.visual.transformer.resblocks.-1.mlp.gelu"), transform="transform")
 def clip_service(model_name: str = DEFAULT_VLP) -> ClipService:
     return ClipService(model_name)
 
 
-@register_model
+@register_architecture("vlp", "a thief's copy of a service: a CNN image encoder + the text embeddings it bought",
+                       units=("image_encoder.backbone.stages.2.0", "image_encoder.backbone.stages.2.1"),
+                       transform="transform")
 def stolen_service(in_channels: int, dim: int, texts: list[str], width: int = 16) -> StolenService:
     return StolenService(in_channels, dim, texts, width)
 
@@ -182,6 +182,7 @@ def class_embeddings(model: nn.Module, class_names: tuple[str, ...]) -> torch.Te
     return F.normalize(text.mean(1), dim=-1)
 
 
+@register_kind
 class VlpKind:
     """A CLIP-style embedding service. Utility = zero-shot top-1 accuracy on the held-out split (class
     prompts averaged over the templates); for digits image→text recall@1 over the class prompts is the

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.kinds import ModelKindSpec
+from bench.kinds.base import ModelKindSpec
 
 
 class BlackBox:

@@ -9,6 +9,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from bench.kinds.models import output_dim
 from bench.training import fit, nt_xent
 
 
@@ -41,7 +42,7 @@ def simclr_train(
     """Train `encoder` (or only `params` of it) with NT-Xent on two augmented views of `x`;
     `extra_loss(indices)` is added to each batch's loss."""
     torch.manual_seed(seed)
-    head = projector(encoder.dim).to(x.device)
+    head = projector(output_dim(encoder)).to(x.device)
     augment = augmentation(x.shape[-1])
     encoder.train()
 
