@@ -63,5 +63,7 @@ class Piracy:
         victim = clone(model)
         with snapshots(victim, [int(s) for s in strengths[:-1]]) as taken:
             pirated = defense.rewatermark(ctx, victim, pirate_key, budget=int(epochs))
+        if not taken:  # the scheme embedded its key without training (the control defense): every budget alike
+            taken = {int(s): pirated for s in strengths[:-1]}
         return {**{s: AttackOutput(taken[int(s)], pirate_key) for s in strengths[:-1]},
                 last: AttackOutput(pirated, pirate_key)}
