@@ -59,3 +59,23 @@ def run_config(cache_dir, tmp_path):
                             **kw})
 
     return make
+
+
+@pytest.fixture
+def plugin_entry_point(monkeypatch):
+    """plugin_entry_point(group, obj): install `obj` as the one entry point of `group`, as an outside package
+    would (a module `wmbench_test_plugin` holding it); undone after the test."""
+    import sys
+    import types
+    from importlib import metadata
+
+    def install(group: str, obj: object) -> None:
+        module = types.ModuleType("wmbench_test_plugin")
+        module.PLUGIN = obj
+        monkeypatch.setitem(sys.modules, "wmbench_test_plugin", module)
+        eps = [metadata.EntryPoint("test_plugin", "wmbench_test_plugin:PLUGIN", group)]
+        real = metadata.entry_points
+        monkeypatch.setattr(metadata, "entry_points",
+                            lambda group=None, **kw: [e for e in eps if e.group == group] if group else real(**kw))
+
+    return install

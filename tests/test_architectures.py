@@ -27,19 +27,10 @@ class TinyMLP(nn.Module):
 
 
 @pytest.fixture
-def plugin_architecture(monkeypatch):
+def plugin_architecture(plugin_entry_point, monkeypatch):
     """`tiny_mlp`, an outside package's classifier architecture, registered by entry point."""
-    import sys
-    import types
-    from importlib import metadata
-
-    module = types.ModuleType("wmbench_test_architecture")
-    module.TINY = Architecture("tiny_mlp", "classifier", "a test MLP", TinyMLP, head="head", units=("hidden", "act"))
-    monkeypatch.setitem(sys.modules, "wmbench_test_architecture", module)
-    eps = [metadata.EntryPoint("tiny", "wmbench_test_architecture:TINY", models.ARCHITECTURE_GROUP)]
-    real = metadata.entry_points
-    monkeypatch.setattr(metadata, "entry_points",
-                        lambda group=None, **kw: [e for e in eps if e.group == group] if group else real(**kw))
+    plugin_entry_point(models.ARCHITECTURE_GROUP, Architecture("tiny_mlp", "classifier", "a test MLP", TinyMLP,
+                                                               head="head", units=("hidden", "act")))
     models.reload()
     yield "tiny_mlp"
     monkeypatch.undo()

@@ -118,19 +118,9 @@ def test_cifar10_reads_the_original_batches(tmp_path):
         load_dataset(f"cifar10:{tmp_path / 'elsewhere'}")
 
 
-def test_a_dataset_registers_by_entry_point(monkeypatch):
-    import sys
-    import types
-    from importlib import metadata
-
-    module = types.ModuleType("wmbench_test_dataset")
-    module.TINY = datasets.DatasetInfo("tiny_plugin", "a test dataset", 8, 1, ("a", "b"), "all owner",
-                                       lambda argument, size, limit: load_digits(size))
-    monkeypatch.setitem(sys.modules, "wmbench_test_dataset", module)
-    eps = [metadata.EntryPoint("tiny", "wmbench_test_dataset:TINY", datasets.DATASET_GROUP)]
-    real = metadata.entry_points
-    monkeypatch.setattr(metadata, "entry_points",
-                        lambda group=None, **kw: [e for e in eps if e.group == group] if group else real(**kw))
+def test_a_dataset_registers_by_entry_point(plugin_entry_point, monkeypatch):
+    plugin_entry_point(datasets.DATASET_GROUP, datasets.DatasetInfo(
+        "tiny_plugin", "a test dataset", 8, 1, ("a", "b"), "all owner", lambda argument, size, limit: load_digits(size)))
     datasets.reload()
     try:
         assert "tiny_plugin" in datasets.dataset_names() and "fashion_mnist" in datasets.dataset_names()

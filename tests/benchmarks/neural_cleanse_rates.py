@@ -49,20 +49,22 @@ def main() -> None:
     data = load_dataset(args.dataset, profile.image_size, args.train_limit)
     torch.set_num_threads(1)
     cache, nc = ArtifactCache(args.cache), NeuralCleanse()
-    hits = clean_flags = 0
+    hits = clean_flags = smallest = 0
     for seed in range(args.seeds):
         ctx = Context(data, profile, seed, "classifier", torch.device("cpu"), cache)
         start = time.perf_counter()
         found = nc.detect(ctx, backdoored_model(ctx, args.poison, seed)).params
         clean = nc.detect(ctx, ctx.base_model(seed)).params
         hits += TARGET in found["flagged"]
+        smallest += min(range(len(found["mask_l1"])), key=found["mask_l1"].__getitem__) == TARGET
         clean_flags += bool(clean["flagged"])
         print(f"seed {seed}: backdoored flagged {found['flagged']} (index of {TARGET}: "
               f"{found['anomaly_index'][TARGET]:.2f}, its trigger's success {found['trigger_success'][TARGET]:.2f}); "
               f"clean flagged {clean['flagged']} (max index {max(clean['anomaly_index']):.2f}) "
               f"[{time.perf_counter() - start:.0f} s]", flush=True)
     print(f"planted backdoor at {args.poison:.0%} flagged at its target in {hits}/{args.seeds} seeds; "
-          f"clean models flagged in {clean_flags}/{args.seeds}")
+          f"clean models flagged in {clean_flags}/{args.seeds}; the planted label's reversed mask is the smallest "
+          f"in {smallest}/{args.seeds}")
 
 
 if __name__ == "__main__":
