@@ -2,7 +2,8 @@
 measurement). Per seed: a classifier trained by the default clean recipe on the owner's digits with a
 4×4 white patch → label 3 planted in `--poison` of them, and a clean classifier of the same seed; both go
 through Neural Cleanse's detection. Run: python tests/benchmarks/neural_cleanse_rates.py --seeds 10
-(`--dataset fashion_mnist --train-limit 6000`: on real data, a stratified subset of its training set)."""
+(`--dataset fashion_mnist --train-limit 6000`: on real data, a stratified subset of its training set;
+`--arch resnet_cnn`: another classifier architecture)."""
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,10 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/wmbench-nc-rates")
     parser.add_argument("--dataset", default="digits", help="a dataset spec of bench.datasets")
     parser.add_argument("--train-limit", type=int, default=0, help="training images of datasets with a test set")
+    parser.add_argument("--arch", default="small_cnn", help="a registered classifier architecture")
     args = parser.parse_args()
-    profile = dataclasses.replace(get_profile("default"), dataset=args.dataset, train_limit=args.train_limit)
+    profile = dataclasses.replace(get_profile("default"), dataset=args.dataset, train_limit=args.train_limit,
+                                  classifier_arch=args.arch)
     data = load_dataset(args.dataset, profile.image_size, args.train_limit)
     torch.set_num_threads(1)
     cache, nc = ArtifactCache(args.cache), NeuralCleanse()
