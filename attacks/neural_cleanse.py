@@ -156,8 +156,7 @@ class NeuralCleanse:
             return F.cross_entropy(model(xb), a.y[i])
 
         model.train()
-        with snapshots(model, [int(s) for s in strengths[:-1]]) as taken:
+        with snapshots(model, [int(s) for s in strengths]) as taken:
             fit(model.parameters(), unlearning_loss, len(a.y), epochs=int(strengths[-1]),
                 seed=derive_seed(self.name, ctx.seed), lr=1e-3)
-        return {**{s: AttackOutput(taken[int(s)], report=report) for s in strengths[:-1]},
-                strengths[-1]: AttackOutput(model.eval(), report=report)}
+        return {s: AttackOutput(taken[int(s)], report=report) for s in strengths}

@@ -55,15 +55,12 @@ class Piracy:
         last = strengths[-1]
         if last == "own_transform":
             return {last: AttackOutput(defense.rewatermark(ctx, clone(model), pirate_key, budget=0), pirate_key)}
-        epochs, _, share = last.partition("@")
+        share = last.partition("@")[2]
         if share:
             n = round(float(share.removesuffix("%")) / 100 * len(ctx.data.owner))
             own = ctx.data.attacker.sample(n, derive_seed(self.name, last, ctx.seed))
             ctx = dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, attacker=own))
-        victim = clone(model)
-        with snapshots(victim, [int(s) for s in strengths[:-1]]) as taken:
-            pirated = defense.rewatermark(ctx, victim, pirate_key, budget=int(epochs))
-        if not taken:  # the scheme embedded its key without training (the control defense): every budget alike
-            taken = {int(s): pirated for s in strengths[:-1]}
-        return {**{s: AttackOutput(taken[int(s)], pirate_key) for s in strengths[:-1]},
-                last: AttackOutput(pirated, pirate_key)}
+        budgets, victim = {s: int(s.partition("@")[0]) for s in strengths}, clone(model)
+        with snapshots(victim, budgets.values()) as taken:
+            defense.rewatermark(ctx, victim, pirate_key, budget=budgets[last])
+        return {s: AttackOutput(taken[budget], pirate_key) for s, budget in budgets.items()}

@@ -33,10 +33,15 @@ def snapshots(model: nn.Module, epochs: Iterable[int]) -> Iterator[dict[int, nn.
     """Copies of `model` (evaluation mode) taken after each of `epochs` epochs of the `fit` that trains it
     inside the block: one run of the longest budget gives every shorter budget of the same recipe (prefix
     sharing). Exact where nothing in the run depends on its total length: a constant learning rate, and a
-    seed that does not depend on the budget (`fit` without `one_cycle`); callers state that they qualify."""
+    seed that does not depend on the budget (`fit` without `one_cycle`); callers state that they qualify.
+    When nothing inside the block trains (a scheme that embeds without training), every copy is the model
+    as it stands at the end of the block."""
     wanted, taken = set(epochs), {}
+    trained = False
 
     def take(epoch: int) -> None:
+        nonlocal trained
+        trained = True
         if epoch in wanted:
             taken[epoch] = clone(model).eval()
 
@@ -45,6 +50,8 @@ def snapshots(model: nn.Module, epochs: Iterable[int]) -> Iterator[dict[int, nn.
         yield taken
     finally:
         _epoch_hook.reset(token)
+    if not trained:
+        taken.update({epoch: clone(model).eval() for epoch in wanted})
 
 
 @contextmanager
