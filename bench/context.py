@@ -115,7 +115,8 @@ class Context:
         An attack with epoch budgets that are prefixes of one run (optional `prefix_family(strength)` and
         `run_prefixes(ctx, model, strengths)`) computes the whole family the first time one of them is asked for."""
         family = getattr(attack, "prefix_family", lambda s: (s,))(strength)
-        descs = {s: self._attacked_descriptors(attack, victim, s) for s in family}
+        victim_digest = weights_digest(victim)
+        descs = {s: self._attacked_descriptors(attack, victim_digest, s) for s in family}
         cached = self._cached_attack(*descs[strength])
         if cached is not None:
             return cached
@@ -131,10 +132,10 @@ class Context:
                 self._store_attack(outcome if isinstance(outcome, AttackOutput) else AttackOutput(outcome), *descs[s])
         return self._cached_attack(*descs[strength])
 
-    def _attacked_descriptors(self, attack: Attack, victim: nn.Module, strength: str) -> tuple[dict, dict, dict]:
+    def _attacked_descriptors(self, attack: Attack, victim_digest: str, strength: str) -> tuple[dict, dict, dict]:
         """Cache descriptors of an attack's outcome: its model, its pirate key, its record."""
         desc = {"role": "attacked", "attack": attack.name, "version": attack.version, "strength": strength,
-                "victim": weights_digest(victim), "profile": self.profile.describe(), "seed": self.seed}
+                "victim": victim_digest, "profile": self.profile.describe(), "seed": self.seed}
         if getattr(attack, "per_defense", False):
             desc["scheme"] = registry.scheme(registry.get_defense(self.defense))
             desc["pirate_secret"] = self.pirate
