@@ -40,7 +40,6 @@ class Dataset:
     attacker: Split
     test: Split
     class_names: tuple[str, ...]
-    ood: torch.Tensor  # out-of-distribution images (triggers, key images), same shape per image
 
     @property
     def channels(self) -> int:
@@ -62,8 +61,7 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> "Dataset":
         move = lambda s: Split(s.x.to(device), s.y.to(device))  # noqa: E731
-        return replace(self, owner=move(self.owner), attacker=move(self.attacker), test=move(self.test),
-                       ood=self.ood.to(device))
+        return replace(self, owner=move(self.owner), attacker=move(self.attacker), test=move(self.test))
 
 
 def split_three_ways(x: torch.Tensor, y: torch.Tensor) -> tuple[Split, Split, Split]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import SPLIT_SEED, Dataset, Split, sample_photo_crops, split_training_set, to_unit_images
+from bench.data import Dataset, Split, split_training_set, to_unit_images
 from bench.datasets import DatasetInfo, data_root, downloads_allowed, register_dataset
 from bench.protocols import WmbenchError
 
@@ -52,13 +52,13 @@ def find_folder(root: str = "") -> Path:
 
 
 @lru_cache(maxsize=2)
-def load_cifar10(root: str = "", size: int = 32, limit: int = 0, n_ood: int = 256) -> Dataset:
+def load_cifar10(root: str = "", size: int = 32, limit: int = 0) -> Dataset:
     folder = find_folder(root)
     train_x, train_y = read_batches(folder, TRAIN_BATCHES)
     test_x, test_y = read_batches(folder, (TEST_BATCH,))
     owner, attacker = split_training_set(to_unit_images(train_x, size), torch.as_tensor(train_y), limit)
     test = Split(to_unit_images(test_x, size), torch.as_tensor(test_y))
-    return Dataset("cifar10", owner, attacker, test, CLASS_NAMES, sample_photo_crops(n_ood, size, 3, seed=SPLIT_SEED))
+    return Dataset("cifar10", owner, attacker, test, CLASS_NAMES)
 
 
 register_dataset(DatasetInfo(

@@ -6,14 +6,14 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from bench.data import SPLIT_SEED, Dataset, sample_photo_crops, split_three_ways
+from bench.data import Dataset, split_three_ways
 from bench.datasets import DatasetInfo, register_dataset
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 @lru_cache(maxsize=4)
-def load_digits(size: int = 32, n_ood: int = 256) -> Dataset:
+def load_digits(size: int = 32) -> Dataset:
     """scikit-learn's 1,797 handwritten digits (8×8, 0–16) upscaled to `size`×`size` in [0, 1]."""
     from sklearn.datasets import load_digits as sk_digits
 
@@ -22,7 +22,7 @@ def load_digits(size: int = 32, n_ood: int = 256) -> Dataset:
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
     y = torch.as_tensor(digits.target, dtype=torch.int64)
     owner, attacker, test = split_three_ways(x, y)
-    return Dataset("digits", owner, attacker, test, DIGIT_NAMES, sample_photo_crops(n_ood, size, 1, seed=SPLIT_SEED))
+    return Dataset("digits", owner, attacker, test, DIGIT_NAMES)
 
 
 register_dataset(DatasetInfo(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import SPLIT_SEED, Dataset, Split, sample_photo_crops, split_training_set, to_unit_images
+from bench.data import Dataset, Split, split_training_set, to_unit_images
 from bench.datasets import DatasetInfo, data_root, downloads_allowed, register_dataset
 from bench.protocols import WmbenchError
 
@@ -82,14 +82,13 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=2)
-def load_fashion_mnist(folder: str = "", size: int = 32, limit: int = 0, n_ood: int = 256) -> Dataset:
+def load_fashion_mnist(folder: str = "", size: int = 32, limit: int = 0) -> Dataset:
     where = find_files(folder)
     (train_x, train_y), (test_x, test_y) = read_split(where, "train"), read_split(where, "test")
     owner, attacker = split_training_set(to_unit_images(train_x, size), torch.as_tensor(train_y.astype(np.int64)),
                                          limit)
     test = Split(to_unit_images(test_x, size), torch.as_tensor(test_y.astype(np.int64)))
-    return Dataset("fashion_mnist", owner, attacker, test, CLASS_NAMES,
-                   sample_photo_crops(n_ood, size, 1, seed=SPLIT_SEED))
+    return Dataset("fashion_mnist", owner, attacker, test, CLASS_NAMES)
 
 
 register_dataset(DatasetInfo(

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import torch
 
-from bench.data import SPLIT_SEED, Dataset, sample_photo_crops, split_three_ways
+from bench.data import Dataset, split_three_ways
 from bench.datasets import DatasetInfo, register_dataset
 from bench.protocols import WmbenchError
 
 
-def load_image_folder(root: str | Path, size: int = 32, n_ood: int = 256) -> Dataset:
+def load_image_folder(root: str | Path, size: int = 32) -> Dataset:
     """`root/<class name>/<image files>`, resized to `size`×`size` RGB."""
     from torchvision import datasets, transforms
 
@@ -26,7 +26,7 @@ def load_image_folder(root: str | Path, size: int = 32, n_ood: int = 256) -> Dat
     y = torch.as_tensor(folder.targets, dtype=torch.int64)
     owner, attacker, test = split_three_ways(x, y)
     names = tuple(c.replace("_", " ") for c in folder.classes)
-    return Dataset(root.name, owner, attacker, test, names, sample_photo_crops(n_ood, size, 3, seed=SPLIT_SEED))
+    return Dataset(root.name, owner, attacker, test, names)
 
 
 register_dataset(DatasetInfo(
