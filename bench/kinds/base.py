@@ -4,9 +4,8 @@ black-box query of it returns), and the registry of kinds. Each kind is one modu
 (`classifier.py`, `encoder.py`, `vlp.py`) that registers itself with `@register_kind` when imported."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
-
 import importlib
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn

@@ -29,8 +29,8 @@ class ClassifierKind:
 
     def new(self, ctx: "Context") -> nn.Module:
         d = ctx.data
-        return create_model(architecture_for(self.name, ctx.profile.classifier_arch), in_channels=d.channels, num_classes=d.num_classes,
-                            width=ctx.profile.width)
+        return create_model(architecture_for(self.name, ctx.profile.classifier_arch), in_channels=d.channels,
+                            num_classes=d.num_classes, width=ctx.profile.width)
 
     def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
         data = ctx.data.split(split)

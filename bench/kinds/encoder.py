@@ -40,7 +40,8 @@ class EncoderKind:
     version = "1"
 
     def new(self, ctx: "Context") -> nn.Module:
-        return create_model(architecture_for(self.name, ctx.profile.encoder_arch), in_channels=ctx.data.channels, width=ctx.profile.width)
+        return create_model(architecture_for(self.name, ctx.profile.encoder_arch), in_channels=ctx.data.channels,
+                            width=ctx.profile.width)
 
     def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
         torch.manual_seed(seed)

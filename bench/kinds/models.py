@@ -116,20 +116,34 @@ def _conv_stage(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
 
 
-class ConvBackbone(nn.Module):
-    """Three conv stages (width, 2·width, 4·width channels), each halving the resolution, pooled to 2×2."""
+class PooledBackbone(nn.Module):
+    """A convolutional trunk (`trunk`, set up by the subclass) whose feature map is average-pooled to 2×2 and
+    flattened into `out_dim` features; weights and activations channels-last."""
+
+    def __init__(self, out_channels: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.out_dim = out_channels * 4
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.trunk(x.contiguous(memory_format=torch.channels_last))).flatten(1)
+
+
+class ConvBackbone(PooledBackbone):
+    """Three conv stages (width, 2·width, 4·width channels), each halving the resolution."""
 
     def __init__(self, in_channels: int, width: int):
-        super().__init__()
+        super().__init__(4 * width)
         self.stages = nn.Sequential(
             _conv_stage(in_channels, width), _conv_stage(width, 2 * width), _conv_stage(2 * width, 4 * width)
         )
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.out_dim = 4 * width * 4
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.stages(x.contiguous(memory_format=torch.channels_last))).flatten(1)
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)
 
 
 class BasicBlock(nn.Module):
@@ -151,21 +165,19 @@ class BasicBlock(nn.Module):
         return self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))) + self.shortcut(x))
 
 
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(PooledBackbone):
     """A small ResNet for 28×28 / 32×32 inputs: a 3×3 stem, three stages of one basic block each (width,
-    2·width, 4·width channels; the last two stride 2), pooled to 2×2."""
+    2·width, 4·width channels; the last two stride 2)."""
 
     def __init__(self, in_channels: int, width: int):
-        super().__init__()
+        super().__init__(4 * width)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.stages = nn.Sequential(BasicBlock(width, width, 1), BasicBlock(width, 2 * width, 2),
                                     BasicBlock(2 * width, 4 * width, 2))
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.out_dim = 4 * width * 4
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))).flatten(1)
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
 
 
 class Classifier(nn.Module):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.kinds.base import register_kind
-from bench.kinds.models import ConvBackbone, Encoder, create_model, register_architecture
+from bench.kinds.models import CONV_UNITS, ConvBackbone, Encoder, create_model, register_architecture
 from bench.protocols import WmbenchError
 from bench.training import fit, predict
 
@@ -111,7 +111,7 @@ def clip_service(model_name: str = DEFAULT_VLP) -> ClipService:
 
 
 @register_architecture("vlp", "a thief's copy of a service: a CNN image encoder + the text embeddings it bought",
-                       units=("image_encoder.backbone.stages.2.0", "image_encoder.backbone.stages.2.1"),
+                       units=tuple(f"image_encoder.{path}" for path in CONV_UNITS),
                        transform="transform")
 def stolen_service(in_channels: int, dim: int, texts: list[str], width: int = 16) -> StolenService:
     return StolenService(in_channels, dim, texts, width)
