@@ -72,11 +72,12 @@ def test_pruning_reaches_its_sparsity_without_touching_the_memory_layout(make_ct
 
 
 def test_fine_pruning_silences_a_resnet_unit_exactly(make_ctx):
-    """On the residual CNN the units are the last block's batch-normalised channels: a pruned one outputs 0."""
-    profile = dataclasses.replace(get_profile("smoke"), classifier_arch="resnet_cnn")
+    """On the residual CNN the units are the last block's batch-normalised channels: a pruned one outputs 0.
+    (4 epochs: measured 0.95 accuracy with pinned kernels; after 2 it sat at 0.35 pinned, 0.27 unpinned.)"""
+    profile = dataclasses.replace(get_profile("smoke"), classifier_arch="resnet_cnn", classifier_epochs=4)
     ctx = dataclasses.replace(make_ctx("classifier", 0), profile=profile)
     model = ctx.base_model()
-    assert last_layer(model) is model.head and ctx.utility(model) > 0.3
+    assert last_layer(model) is model.head and ctx.utility(model) > 0.6
     out = FinePruning().run(ctx, model, "0.5")
     _, activation = prunable_units(out.model)
     seen = []
