@@ -5,6 +5,7 @@ themselves are registered by name in `bench.datasets`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from bench.protocols import WmbenchError
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLIT_SEED = 0  # the splits never depend on a cell's seed
+VERIFICATION_IMAGES = 2000  # held-out images a verifier checks a suspect on (`Dataset.verification`)
 OWNER_FRACTION, ATTACKER_FRACTION = 0.5, 0.25  # the rest is the held-out test split
 
 
@@ -52,6 +54,13 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @cached_property
+    def verification(self) -> Split:
+        """The held-out images every verifier checks a suspect on: the test split, or a fixed seeded sample of
+        `VERIFICATION_IMAGES` of it when it is larger (Fashion-MNIST's 10,000: a trigger or key test on 2,000
+        images has power to spare, and each check costs a fifth). Utility is always the whole test split's."""
+        return self.test if len(self.test) <= VERIFICATION_IMAGES else self.test.sample(VERIFICATION_IMAGES, SPLIT_SEED)
 
     def split(self, name: str) -> Split:
         """The `owner`, `attacker` or `test` split."""

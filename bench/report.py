@@ -336,6 +336,7 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     header = (f"# wmbench leaderboard (profile `{profile}`)\n\n## Summary\n\n{summary_markdown(table, drop)}\n"
               + f"## The papers' claims\n\n{claims_markdown(claims)}\n"
               + "## Every row\n\n" + HOW_TO_READ.format(fpr=fpr_target, drop=drop)
+              + f"\n{setting_line(db.meta(f'profile:{profile}'))}\n"
               + f"\n{reproducibility_line(db.meta('environment'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
@@ -420,6 +421,21 @@ def write_latex(out: Path, profile: str = "default") -> list[Path]:
         atomic_write(out / name, lambda p, text=latex: p.write_text(text))
         written.append(out / name)
     return written
+
+
+def setting_line(profile: dict | None) -> str:
+    """The data, its size and the training budgets the run's profile used (what every verdict holds under)."""
+    if not profile:
+        return "Setting: no profile recorded for this run."
+    subset = (f"a stratified subset of {profile['train_limit']:,} training images" if profile.get("train_limit")
+              else "all its training images")
+    return (f"Setting: dataset `{profile['dataset']}` at {profile['image_size']}×{profile['image_size']}, {subset} "
+            f"(split as the dataset's `wmbench list` entry says); architectures `{profile.get('classifier_arch')}`, "
+            f"`{profile.get('encoder_arch')}`, `{profile['vlp']}` (width {profile['width']}); epochs: classifier "
+            f"{profile['classifier_epochs']}, SimCLR encoder {profile['encoder_epochs']}, CLIP {profile['clip_epochs']}, "
+            f"watermark embedding {profile['embed_epochs']}, attacker's training {profile['attack_epochs']}, "
+            f"extraction student {profile['extraction_epochs']}; Neural Cleanse ≤ {profile['cleanse_rounds']} rounds "
+            f"per label; {profile['n_innocent']} innocent models per kind, {profile['n_wrong_keys']} wrong keys.")
 
 
 def reproducibility_line(env: dict | None) -> str:
@@ -507,7 +523,8 @@ def _strength_order(attack: str):
 
 def publish(source: Path, target: Path, profile: str = "default", readme: Path | None = None) -> pd.DataFrame:
     """Copy a finished run's database into the published folder (atomically) and write its leaderboard
-    there: the only way `results/` changes. With `readme`, its generated summary block is rewritten too."""
+    there: the only way `results/` changes. With `readme`, its generated blocks of this profile
+    (`<!-- PROFILE-summary:start -->` … and `PROFILE-claims`) are rewritten; other profiles' blocks stay."""
     import shutil
 
     from bench.protocols import WmbenchError
@@ -522,8 +539,8 @@ def publish(source: Path, target: Path, profile: str = "default", readme: Path |
     table = write_leaderboard(target, profile)
     if readme is not None and Path(readme).is_file():
         drop = utility_drop(ResultsDB(target, profile).meta("config", {}))
-        update_readme(Path(readme), {"leaderboard-summary": summary_markdown(table, drop),
-                                     "claims": claims_markdown(claims_table(table, drop))})
+        update_readme(Path(readme), {f"{profile}-summary": summary_markdown(table, drop),
+                                     f"{profile}-claims": claims_markdown(claims_table(table, drop))})
     return table
 
 

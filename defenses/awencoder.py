@@ -152,7 +152,7 @@ class AWEncoder:
                           seed=derive_seed(self.scheme, "pirate", key.secret))
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
-        x = ctx.data.test.x
+        x = ctx.data.verification.x
         key_image = key.tensors["key_image"].to(x.device)
         with torch.no_grad():
             target = suspect(key_image)
@@ -179,7 +179,7 @@ def deploy(ctx: Context, encoder: nn.Module) -> tuple[Callable[[torch.Tensor], n
         a, frozen = ctx.data.attacker, clone(encoder).eval()  # a copy: the caller may go on changing its model
         head = LogisticRegression(max_iter=2000).fit(predict(frozen, a.x).cpu().numpy(), a.y.cpu().numpy())
         downstream = lambda images: head.predict(predict(frozen, images).cpu().numpy())  # noqa: E731
-        _deployed[memo_key] = downstream, downstream(ctx.data.test.x)
+        _deployed[memo_key] = downstream, downstream(ctx.data.verification.x)
     return _deployed[memo_key]
 
 
@@ -190,7 +190,7 @@ class AWEncoderBlackBox(AWEncoder):
 
     def flip_rate(self, ctx: Context, encoder: nn.Module, key: Key) -> float:
         downstream, clean_labels = deploy(ctx, encoder)
-        return float(np.mean(clean_labels != downstream(self.mark(ctx.data.test.x, key))))
+        return float(np.mean(clean_labels != downstream(self.mark(ctx.data.verification.x, key))))
 
     def null_keys(self, ctx: Context) -> list[Key]:
         """The verifier's own wrong keys for the owner's clean encoder of this seed (made once, cached)."""

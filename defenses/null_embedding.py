@@ -116,7 +116,7 @@ class NullEmbedding:
                           lr=1e-3)
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
-        test = ctx.data.test
+        test = ctx.data.verification
         target = key.params["target"]
         null_pred = predict(suspect, self.stamp(test.x, key, invert=False)).argmax(1)
         others = test.y != target  # a true-embedding hit on a sample already of the target class proves nothing

@@ -28,6 +28,24 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
     assert message in err and len(err.splitlines()) == 1
 
 
+def test_the_standard_profile_without_its_data_is_one_line(tmp_path, monkeypatch, capsys):
+    """Offline and without Debian's package, `--profile standard` stops at once, saying how to get the data
+    (before, every cell of the matrix was recorded as failed)."""
+    from bench.datasets import ALLOW_DOWNLOAD, fashion_mnist
+
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setenv("WMBENCH_DATA", str(tmp_path / "no-root"))
+    monkeypatch.delenv(ALLOW_DOWNLOAD, raising=False)
+    fashion_mnist.load_fashion_mnist.cache_clear()
+    assert main(["run", "--profile", "standard", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "apt-get install dataset-fashion-mnist" in err and len(err.splitlines()) == 1
+    from bench.results import ResultsDB
+
+    statuses = {cell.status.partition(":")[0] for cell in ResultsDB(tmp_path / "run", "standard").cells()}
+    assert statuses <= {"n/a"}  # the out-of-model rows only: not one cell ran, none recorded as failed
+
+
 def test_output_path_that_is_a_file(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
@@ -70,13 +88,15 @@ def test_publish_copies_a_run_and_its_summary_into_the_readme(run_config, tmp_pa
     cfg = run_config(defenses=["vlpmarker"], attacks=["pruning"], profile="smoke")  # n/a rows only: instant
     run_matrix(cfg, progress=False)
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- leaderboard-summary:start -->\nstale\n<!-- leaderboard-summary:end -->\nrest\n")
+    other = "<!-- default-summary:start -->\nthe default profile's\n<!-- default-summary:end -->\n"
+    readme.write_text(f"intro\n<!-- smoke-summary:start -->\nstale\n<!-- smoke-summary:end -->\n{other}rest\n")
     published = tmp_path / "published"
     assert main(["publish", "--from", str(cfg.out), "--to", str(published), "--profile", "smoke",
                  "--readme", str(readme)]) == 0
     assert {p.name for p in published.iterdir()} >= {"results.sqlite", "leaderboard.csv", "leaderboard.md"}
+    assert "Setting: dataset `digits` at 32×32, all its training images" in (published / "leaderboard.md").read_text()
     text = readme.read_text()
-    assert "stale" not in text and "| vlpmarker | n/a" in text.replace("  ", "") and text.endswith("rest\n")
+    assert "stale" not in text and "| vlpmarker | n/a" in text.replace("  ", "") and text.endswith(f"{other}rest\n")
     assert main(["publish", "--from", str(cfg.out), "--to", str(cfg.out)]) == 2
     assert main(["publish", "--from", str(tmp_path / "nothing"), "--to", str(published)]) == 2
     assert "no results database" in capsys.readouterr().err

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from bench import datasets
-from bench.data import sample_photo_crops, split_three_ways
+from bench.data import VERIFICATION_IMAGES, Dataset, Split, sample_photo_crops, split_three_ways
 from bench.datasets import cifar10, fashion_mnist, load_dataset
 from bench.datasets.digits import load_digits
 from bench.datasets.folder import load_image_folder
@@ -25,6 +25,17 @@ def test_digits_are_fixed_and_in_range():
     assert 0 <= float(d.owner.x.min()) and float(d.owner.x.max()) <= 1
     load_digits.cache_clear()
     assert torch.equal(load_digits().test.x, d.test.x)  # the same split every time
+
+
+def test_verification_images_are_the_test_split_or_a_fixed_sample_of_it():
+    d = load_digits()
+    assert d.verification is d.test  # 450 held-out images: all of them
+    x = torch.arange(3000, dtype=torch.float32).view(3000, 1, 1, 1)  # each "image" is its own index
+    big = Dataset("big", d.owner, d.attacker, Split(x, torch.arange(3000) % 10), d.class_names)
+    sample = big.verification.x.flatten()
+    assert len(sample) == VERIFICATION_IMAGES and len(set(sample.tolist())) == VERIFICATION_IMAGES
+    again = Dataset("big", d.owner, d.attacker, Split(x, torch.arange(3000) % 10), d.class_names)
+    assert torch.equal(again.verification.x.flatten(), sample)  # the same images for every check and run
 
 
 def test_photo_crops_are_seeded():
