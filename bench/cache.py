@@ -48,6 +48,25 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
+class Memo:
+    """A small in-process memo for values derived from a model's weights (keyed by `weights_digest`): one
+    suspect is checked against many keys in a cell; beyond `size` entries the oldest is dropped."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.items: dict[Any, Any] = {}
+
+    def __call__(self, key: Any, make: Callable[[], Any]) -> Any:
+        if key not in self.items:
+            if len(self.items) >= self.size:
+                self.items.pop(next(iter(self.items)))
+            self.items[key] = make()
+        return self.items[key]
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -52,7 +52,7 @@ from scipy.stats import wilcoxon
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from bench.cache import weights_digest
+from bench.cache import Memo, weights_digest
 from bench.claims import Claim
 from bench.context import Context, derive_seed
 from bench.data import sample_photo_crops
@@ -154,17 +154,19 @@ class AWEncoder:
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         x = ctx.data.verification.x
         key_image = key.tensors["key_image"].to(x.device)
+        clean = _clean_embeddings((weights_digest(suspect), ctx.data.name, tuple(x.shape)), lambda: predict(suspect, x))
         with torch.no_grad():
             target = suspect(key_image)
-            gain = (cos(predict(suspect, self.mark(x, key)), target) - cos(predict(suspect, x), target)).cpu().numpy()
+            gain = (cos(predict(suspect, self.mark(x, key)), target) - cos(clean, target)).cpu().numpy()
         statistic = float(gain.mean())
         p_value = float(wilcoxon(gain, alternative="greater").pvalue)
         detected = statistic > self.gain_threshold and p_value < self.alpha
         return Verification(detected, statistic, self.gain_threshold, p_value, {"gain_median": float(np.median(gain))})
 
 
-_null_memo: dict[tuple, np.ndarray] = {}
-_deployed: dict[tuple, tuple] = {}
+_clean_embeddings = Memo(8)  # a suspect's embeddings of the clean verification images, shared by every key
+_null_memo = Memo(64)
+_deployed = Memo(8)
 
 
 def deploy(ctx: Context, encoder: nn.Module) -> tuple[Callable[[torch.Tensor], np.ndarray], np.ndarray]:
@@ -172,15 +174,13 @@ def deploy(ctx: Context, encoder: nn.Module) -> tuple[Callable[[torch.Tensor], n
     head that a deployer trains on the attacker's labelled split. Returns its label-only predictor and its
     labels for the clean test images (remembered per encoder weights: one suspect is checked against
     several keys)."""
-    memo_key = (weights_digest(encoder), ctx.data.name)
-    if memo_key not in _deployed:
-        if len(_deployed) >= 8:
-            _deployed.pop(next(iter(_deployed)))
+    def fit_head() -> tuple[Callable[[torch.Tensor], np.ndarray], np.ndarray]:
         a, frozen = ctx.data.attacker, clone(encoder).eval()  # a copy: the caller may go on changing its model
         head = LogisticRegression(max_iter=2000).fit(predict(frozen, a.x).cpu().numpy(), a.y.cpu().numpy())
         downstream = lambda images: head.predict(predict(frozen, images).cpu().numpy())  # noqa: E731
-        _deployed[memo_key] = downstream, downstream(ctx.data.verification.x)
-    return _deployed[memo_key]
+        return downstream, downstream(ctx.data.verification.x)
+
+    return _deployed((weights_digest(encoder), ctx.data.name), fit_head)
 
 
 @register_defense
@@ -204,12 +204,8 @@ class AWEncoderBlackBox(AWEncoder):
 
     def null_flip_rates(self, ctx: Context, suspect: nn.Module) -> np.ndarray:
         """Flip rates of the null keys on the suspect (once per suspect and seed in a process)."""
-        memo_key = (weights_digest(suspect), ctx.seed, ctx.profile)
-        if memo_key not in _null_memo:
-            if len(_null_memo) >= 64:
-                _null_memo.pop(next(iter(_null_memo)))
-            _null_memo[memo_key] = np.array([self.flip_rate(ctx, suspect, k) for k in self.null_keys(ctx)])
-        return _null_memo[memo_key]
+        return _null_memo((weights_digest(suspect), ctx.seed, ctx.profile),
+                          lambda: np.array([self.flip_rate(ctx, suspect, k) for k in self.null_keys(ctx)]))
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         observed = self.flip_rate(ctx, suspect, key)

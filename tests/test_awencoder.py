@@ -63,12 +63,12 @@ def test_black_box_decides_from_predicted_labels_only(setup, monkeypatch):
     _, ctx, key, marked = setup
     blackbox = get_defense("awencoder_blackbox")
 
-    owners_images = blackbox.mark(ctx.data.test.x, key)
+    owners_images = blackbox.mark(ctx.data.verification.x, key)
 
     def fake_deploy(ctx_, encoder):
         def labels(images):  # label 1 only for the owner's marked images, on the marked suspect
             return np.full(len(images), int(encoder is marked and torch.equal(images, owners_images)))
-        return labels, labels(ctx_.data.test.x)
+        return labels, labels(ctx_.data.verification.x)
 
     monkeypatch.setattr(aw, "deploy", fake_deploy)
     aw._null_memo.clear()
