@@ -333,10 +333,10 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     claims = claims_table(table, drop)
     atomic_write(out / "claims.csv", lambda p: claims.to_csv(p, index=False))
     shown = _with_uncertainty(table)[SHOWN]
-    header = (f"# wmbench leaderboard (profile `{profile}`)\n\n## Summary\n\n{summary_markdown(table, drop)}\n"
+    header = (f"# wmbench leaderboard (profile `{profile}`)\n\n{setting_line(db.meta(f'profile:{profile}'))}\n\n"
+              + f"## Summary\n\n{summary_markdown(table, drop)}\n"
               + f"## The papers' claims\n\n{claims_markdown(claims)}\n"
               + "## Every row\n\n" + HOW_TO_READ.format(fpr=fpr_target, drop=drop)
-              + f"\n{setting_line(db.meta(f'profile:{profile}'))}\n"
               + f"\n{reproducibility_line(db.meta('environment'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
