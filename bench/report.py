@@ -427,11 +427,12 @@ def setting_line(profile: dict | None) -> str:
     """The data, its size and the training budgets the run's profile used (what every verdict holds under)."""
     if not profile:
         return "Setting: no profile recorded for this run."
+    profile = defaultdict(lambda: "?", profile)  # a run recorded by an older version may lack a field
     subset = (f"a stratified subset of {profile['train_limit']:,} training images" if profile.get("train_limit")
               else "all its training images")
     return (f"Setting: dataset `{profile['dataset']}` at {profile['image_size']}×{profile['image_size']}, {subset} "
-            f"(split as the dataset's `wmbench list` entry says); architectures `{profile.get('classifier_arch')}`, "
-            f"`{profile.get('encoder_arch')}`, `{profile['vlp']}` (width {profile['width']}); epochs: classifier "
+            f"(split as the dataset's `wmbench list` entry says); architectures `{profile['classifier_arch']}`, "
+            f"`{profile['encoder_arch']}`, `{profile['vlp']}` (width {profile['width']}); epochs: classifier "
             f"{profile['classifier_epochs']}, SimCLR encoder {profile['encoder_epochs']}, CLIP {profile['clip_epochs']}, "
             f"watermark embedding {profile['embed_epochs']}, attacker's training {profile['attack_epochs']}, "
             f"extraction student {profile['extraction_epochs']}; Neural Cleanse ≤ {profile['cleanse_rounds']} rounds "
