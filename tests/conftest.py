@@ -31,7 +31,8 @@ def make_ctx(cache_dir):
     cache = ArtifactCache(cache_dir)
 
     def make(kind: str, seed: int = 0) -> Context:
-        return Context(load_digits(), get_profile("default"), seed, kind, torch.device("cpu"), cache)
+        profile = get_profile("default")
+        return Context(load_digits(profile.image_size), profile, seed, kind, torch.device("cpu"), cache)
 
     return make
 

@@ -18,7 +18,7 @@ from bench.protocols import WmbenchError
 class TinyMLP(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 16):
         super().__init__()
-        self.hidden = nn.Linear(in_channels * 32 * 32, 4 * width)
+        self.hidden = nn.Linear(in_channels * get_profile("default").image_size ** 2, 4 * width)
         self.act = nn.ReLU()
         self.head = nn.Linear(4 * width, num_classes)
 

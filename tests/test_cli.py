@@ -94,7 +94,7 @@ def test_publish_copies_a_run_and_its_summary_into_the_readme(run_config, tmp_pa
     assert main(["publish", "--from", str(cfg.out), "--to", str(published), "--profile", "smoke",
                  "--readme", str(readme)]) == 0
     assert {p.name for p in published.iterdir()} >= {"results.sqlite", "leaderboard.csv", "leaderboard.md"}
-    assert "Setting: dataset `digits` at 32×32, all its training images" in (published / "leaderboard.md").read_text()
+    assert "Setting: dataset `digits` at 16×16, all its training images" in (published / "leaderboard.md").read_text()
     text = readme.read_text()
     assert "stale" not in text and "| vlpmarker | n/a" in text.replace("  ", "") and text.endswith(f"{other}rest\n")
     assert main(["publish", "--from", str(cfg.out), "--to", str(cfg.out)]) == 2

@@ -20,6 +20,11 @@ def test_key_is_deterministic_per_secret(make_ctx):
     assert defense.make_key(ctx, 5).params != defense.make_key(ctx, 6).params
 
 
+def test_the_pattern_keeps_the_papers_size_or_its_fraction_of_the_image():
+    defense = get_defense("null_embedding")
+    assert [defense.pattern_side(size) for size in (8, 16, 28, 32, 64)] == [2, 3, 6, 6, 6]
+
+
 def test_stamp_writes_out_of_bound_pattern(make_ctx):
     defense, ctx = get_defense("null_embedding"), make_ctx("classifier")
     key = defense.make_key(ctx, 5)
@@ -27,7 +32,8 @@ def test_stamp_writes_out_of_bound_pattern(make_ctx):
     null, true = defense.stamp(x, key, invert=False), defense.stamp(x, key, invert=True)
     assert null.abs().max() == pytest.approx(2000 / 255)
     pattern = null != x
-    assert int(pattern.sum()) == len(x) * 6 * 6
+    side = defense.pattern_side(ctx.data.image_size)  # the paper's 6 at 28 px, the same fraction below
+    assert int(pattern.sum()) == len(x) * side * side
     assert torch.equal(true[pattern], -null[pattern])  # the true embedding is the inverted pattern
     assert torch.equal(true[~pattern], x[~pattern])
 

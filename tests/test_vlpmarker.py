@@ -67,7 +67,7 @@ def test_triggers_come_from_a_source_the_thief_never_queries(setup):
     triggers, benign = key.tensors["triggers"], key.tensors["benign"]
     thief = torch.cat([queries(ctx, budget, seed) for budget in map(int, Extraction.strengths) for seed in (0, 1)])
     sources = {"thief's queries": thief, "digits": torch.cat([ctx.data.owner.x, ctx.data.attacker.x]),
-               "photo crops": sample_photo_crops(256, 32, 1, seed=0), "benign set": benign}
+               "photo crops": sample_photo_crops(256, ctx.data.image_size, 1, seed=0), "benign set": benign}
     for name, images in sources.items():  # no trigger is (or nearly is) any image of another source
         gap = torch.cdist(triggers.flatten(1), images.flatten(1)).min()
         assert gap > 1.0, f"a trigger is among the {name}"

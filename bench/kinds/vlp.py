@@ -1,7 +1,8 @@
 """The vision-language model kind: an open_clip CLIP behind a multi-modal embedding service.
 
-The embedded default is `wmbench-clip-tiny` (an open_clip model config shipped in `model_configs/`: a
-ViT image tower and a transformer text tower sized for the CPU, open_clip's own tokenizer) trained by
+The embedded default is `wmbench-clip-tiny-16` (an open_clip model config shipped in `model_configs/`: a
+ViT image tower for 16×16 inputs in 8×8 patches and a transformer text tower sized for the CPU, open_clip's
+own tokenizer; `wmbench-clip-tiny` is the same for 32×32 inputs, the other profiles' model) trained by
 wmbench contrastively on the owner's digits with captions from several templates per class. Captions of
 the same class are identical texts, so the contrastive targets count every same-class pair as positive
 (a soft-target CLIP loss; with distinct captions it is CLIP's loss exactly). The real path,

@@ -3,7 +3,8 @@ measurement). Per seed: a classifier trained by the default clean recipe on the 
 4×4 white patch → label 3 planted in `--poison` of them, and a clean classifier of the same seed; both go
 through Neural Cleanse's detection. Run: python tests/benchmarks/neural_cleanse_rates.py --seeds 10
 (`--dataset fashion_mnist --train-limit 6000`: on real data, a stratified subset of its training set;
-`--arch resnet_cnn`: another classifier architecture)."""
+`--arch resnet_cnn`: another classifier architecture; `--patch 2`: a 2×2 square, the paper's 4×4-on-28×28
+fraction of the default's 16×16 image)."""
 from __future__ import annotations
 
 import argparse
@@ -21,19 +22,20 @@ from bench.datasets import load_dataset
 TARGET = 3
 
 
-def poisoned_training_set(ctx: Context, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def poisoned_training_set(ctx: Context, fraction: float, patch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     owner = ctx.data.owner
     x, y = owner.x.clone(), owner.y.clone()
     n = int(len(x) * fraction)
-    x[:n, :, -6:-2, -6:-2] = 1.0
+    x[:n, :, -2 - patch:-2, -2 - patch:-2] = 1.0
     y[:n] = TARGET
     return x, y
 
 
-def backdoored_model(ctx: Context, fraction: float, seed: int) -> torch.nn.Module:
+def backdoored_model(ctx: Context, fraction: float, seed: int, patch: int = 4) -> torch.nn.Module:
     """The clean recipe (bench.kinds) on the poisoned set, cached."""
-    x, y = poisoned_training_set(ctx, fraction)
+    x, y = poisoned_training_set(ctx, fraction, patch)
     return ctx.cache.model({"test": "planted_backdoor", "fraction": fraction, "seed": seed,
+                            **({"patch": patch} if patch != 4 else {}),
                             "profile": ctx.profile.describe(for_models=True)},
                            lambda: ctx.kind.train_on(ctx, x, y, seed))
 
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/wmbench-nc-rates")
     parser.add_argument("--dataset", default="digits", help="a dataset spec of bench.datasets")
     parser.add_argument("--train-limit", type=int, default=0, help="training images of datasets with a test set")
+    parser.add_argument("--patch", type=int, default=4, help="side of the white square planted (pixels)")
     parser.add_argument("--arch", default="small_cnn", help="a registered classifier architecture")
     args = parser.parse_args()
     profile = dataclasses.replace(get_profile("default"), dataset=args.dataset, train_limit=args.train_limit,
@@ -56,7 +59,7 @@ def main() -> None:
     for seed in range(args.seeds):
         ctx = Context(data, profile, seed, "classifier", torch.device("cpu"), cache)
         start = time.perf_counter()
-        found = nc.detect(ctx, backdoored_model(ctx, args.poison, seed)).params
+        found = nc.detect(ctx, backdoored_model(ctx, args.poison, seed, args.patch)).params
         clean = nc.detect(ctx, ctx.base_model(seed)).params
         hits += TARGET in found["flagged"]
         smallest += min(range(len(found["mask_l1"])), key=found["mask_l1"].__getitem__) == TARGET
@@ -65,7 +68,7 @@ def main() -> None:
               f"{found['anomaly_index'][TARGET]:.2f}, its trigger's success {found['trigger_success'][TARGET]:.2f}); "
               f"clean flagged {clean['flagged']} (max index {max(clean['anomaly_index']):.2f}) "
               f"[{time.perf_counter() - start:.0f} s]", flush=True)
-    print(f"planted backdoor at {args.poison:.0%} flagged at its target in {hits}/{args.seeds} seeds; "
+    print(f"planted {args.patch}×{args.patch} backdoor at {args.poison:.0%} flagged at its target in {hits}/{args.seeds} seeds; "
           f"clean models flagged in {clean_flags}/{args.seeds}; the planted label's reversed mask is the smallest "
           f"in {smallest}/{args.seeds}")
 
