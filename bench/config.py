@@ -47,7 +47,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # The embedded default: scikit-learn's digits are 8×8 images, so 16×16 keeps every pixel they have (32×32
-    # quadrupled the arithmetic of every convolution and ViT token for no information; README, "Speed");
+    # quadrupled the arithmetic of every convolution and ViT token for no information; README, "Performance");
     # the CLIP config for 16×16 inputs has a quarter of the image tokens, and 24 epochs reach 40's accuracy.
     "default": Profile(image_size=16, vlp="wmbench-clip-tiny-16", clip_epochs=24),
     # The standard leaderboard: real data (Fashion-MNIST, 28×28, the official test set) at a training subset and
