@@ -69,11 +69,16 @@ def utility_kept(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
 @judge("survives")
 def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
     """Per attack, the attacker's best setting (highest removal rate): holds when no attack removes the mark
-    (with utility kept) in most seeds, fails when every attack does, partly otherwise."""
+    (with utility kept) in most seeds, fails when every attack does, partly otherwise; not tested when the
+    owner's own unattacked model is not detected in most seeds (no mark to survive)."""
     prefixes = tuple(f"{a}{registry.STRENGTH_SEPARATOR}" for a in claim.attacks)
     picked = _ran(rows[rows["attack"].isin(claim.attacks) | rows["attack"].str.startswith(prefixes)])
     if picked.empty:
         return NOT_RUN
+    none = _none_row(rows)
+    if none is not None and not none["verification_rate_calibrated"] > 0.5:  # nothing there to survive
+        return Judgement("none", f"owner's unattacked model detected {none['verification_rate_calibrated']:.2f} "
+                         "(calibrated)", "not tested (the mark is not detected on the owner's own unattacked model)")
     parts, removed_by = [], []
     for attack, group in picked.groupby("attack", sort=True):
         best = group.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]

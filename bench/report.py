@@ -137,6 +137,8 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
     pools = {d: innocent_pool([p for (dd, _), p in sorted(prepared.items()) if dd == d])
              for d in {d for d, _ in prepared}}
     calibrations = {d: Calibration.cross_fitted(pool, fpr_target) for d, pool in pools.items()}
+    unattacked = {(c.cell.defense, c.cell.seed): c.check.statistic for c in cells
+                  if c.cell.attack == "none" and c.status == "ok"}
 
     rows = []
     for (defense, attack, strength), results in sorted(by_row.items()):
@@ -193,7 +195,8 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
         if calibration is not None and pool:
             utility_kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
                             for r in ok if (defense, r.cell.seed) in prepared]
-            row.update(removal(calibration, scores, utility_kept) if attack != "none" else NO_ATTACK)
+            before = [unattacked.get((defense, r.cell.seed), float("inf")) for r in ok]
+            row.update(removal(calibration, scores, utility_kept, before) if attack != "none" else NO_ATTACK)
             row.update({
                 "threshold_calibrated": float(np.mean(calibration.thresholds)),
                 "verification_rate_calibrated": calibration.detection_rate(scores),
@@ -212,21 +215,33 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
 NO_ATTACK = {"removal_rate": float("nan"), "attack_succeeded": "no attack", "removal_verdict": ""}
 
 
-def removal(calibration: Calibration, scores: list[float], utility_kept: list[bool]) -> dict:
+NO_MARK = "no: mark not detected before the attack"
+
+
+def removal(calibration: Calibration, scores: list[float], utility_kept: list[bool],
+            before: list[float] | None = None) -> dict:
     """The removal literature's rule of attack success: the attacked model is not detected (calibrated
-    threshold) *and* keeps its utility. `removal_rate` averages over seeds and the two cross-fitted thresholds."""
+    threshold) *and* keeps its utility — and the seed's unattacked marked model was detected (score
+    `before`; unknown: +inf), since an attack cannot remove a mark that was not there. `removal_rate`
+    averages over seeds and the two cross-fitted thresholds."""
     if not scores:
         return {}
+    before = before or [float("inf")] * len(scores)
+    present = [[b > t for b in before] for t in calibration.thresholds]
     undetected = [[s <= t for s in scores] for t in calibration.thresholds]
-    removed = float(np.mean([[u and kept for u, kept in zip(row, utility_kept)] for row in undetected]))
+    removed = float(np.mean([[m and u and kept for m, u, kept in zip(ms, us, utility_kept)]
+                             for ms, us in zip(present, undetected)]))
     if removed > 0.5:
         verdict = "yes"
+    elif np.mean(present) <= 0.5:
+        verdict = NO_MARK
     elif np.mean(undetected) > 0.5:
         verdict = "no: utility lost"
     else:
         verdict = "no: mark kept"
     # decided only where the 95 % interval of the seeds' removals lies on one side of ½
-    k = sum(s <= float(np.mean(calibration.thresholds)) and kept for s, kept in zip(scores, utility_kept))
+    t = float(np.mean(calibration.thresholds))
+    k = sum(b > t and s <= t and kept for s, kept, b in zip(scores, utility_kept, before))
     low, high = wilson(k, len(scores))
     decided = "removed" if low > 0.5 else "kept" if high < 0.5 else f"undecided at {len(scores)} seeds"
     return {"removal_rate": removed, "attack_succeeded": verdict, "removal_verdict": decided}
@@ -295,8 +310,10 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
   attacked models' scores against every innocent unit's.
 - Attack success (the removal literature's rule): `removal_rate` is the fraction of seeds where the
   attacked model is *not* detected at the calibrated threshold **and** keeps its utility
-  (`utility_attacked ≥ utility_marked − {drop}`); `attack_succeeded` says yes when that happens in most
-  seeds, else whether the mark was kept or the utility lost; `removal_verdict` calls it only where the 95 %
+  (`utility_attacked ≥ utility_marked − {drop}`), in a seed whose unattacked marked model *is* detected (an
+  attack cannot remove a mark that was not there); `attack_succeeded` says yes when that happens in most
+  seeds, else whether the mark was kept or the utility lost, or `no: mark not detected before the attack`
+  when the owner's own unattacked model is not detected in most seeds; `removal_verdict` calls it only where the 95 %
   interval of the seeds' removals lies wholly above or below ½ (never at 3 seeds: "undecided"). The `none`
   row is no attack: `attack_succeeded` says `no attack` and its removal columns are empty. Rows whose `status` is `n/a` lie outside the
   threat model (what the attack needs, the defense's thief cannot reach) and are not run.
@@ -361,7 +378,7 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
             continue
         best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["verification_rate_calibrated"].fillna(1))
         best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
-        outcome = {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost"}.get(
+        outcome = {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost", NO_MARK: "not verified before"}.get(
             best["attack_succeeded"], "control")
         if best["attack_succeeded"] == "no attack":  # the unattacked model: does the owner's key verify at all?
             outcome = "verified" if best["verification_rate_calibrated"] > 0.5 else "not verified"
@@ -394,13 +411,15 @@ def summary_legend(drop: float) -> str:
     return ("Each cell: the attacker's best setting of that attack and its outcome over the seeds — `removed` "
             "(the mark is not detected at the calibrated threshold and utility falls by at most "
             f"{drop:g}, in most seeds), `kept` (the mark is still detected), `utility lost` (the mark went, "
-            "but so did the utility); `detected` is the calibrated detection rate, `utility` the utility after "
+            "but so did the utility), `not verified before` (the owner's own unattacked model is not detected "
+            "at the calibrated threshold in most seeds: there is no mark to remove, no verdict); `detected` is the calibrated detection rate, `utility` the utility after "
             "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control. Column `none`: "
             "whether the owner's key verifies on its own unattacked model at the calibrated threshold.")
 
 
 CLAIMS_LEGEND = ("Each paper's headline claims, judged from the rows named: `holds`, `partly` or `fails`, with the "
-                 "setting that decides it (bench/claims.py says how each kind of claim is judged).")
+                 "setting that decides it, or `not tested` with the reason (bench/claims.py says how each kind of "
+                 "claim is judged).")
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:

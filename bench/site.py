@@ -20,7 +20,7 @@ from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, loa
 TEMPLATE = Path(__file__).parent / "site_template"
 ASSETS = ("wmbench.js", "style.css")
 OUTCOMES = {"removed": "removed", "kept": "kept", "utility lost": "utility-lost", "control": "control", "n/a": "na",
-            "failed": "failed", "verified": "kept", "not verified": "removed"}
+            "failed": "failed", "verified": "kept", "not verified before": "na", "not verified": "removed"}
 FILTERS = ("defense", "attack", "model_kind")
 
 

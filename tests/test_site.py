@@ -34,8 +34,9 @@ def synthetic_table() -> pd.DataFrame:
 
 
 def test_summary_cells_take_their_outcome_class():
-    assert [outcome(t) for t in ("removed (x)", "kept (x)", "utility lost (x)", "control (x)", "n/a", "")] == \
-        ["removed", "kept", "utility-lost", "control", "na", "empty"]
+    assert [outcome(t) for t in ("removed (x)", "kept (x)", "utility lost (x)", "control (x)", "n/a", "",
+                                 "verified (x)", "not verified (x)", "not verified before (x)")] == \
+        ["removed", "kept", "utility-lost", "control", "na", "empty", "kept", "removed", "na"]
 
 
 def test_site_is_self_contained(tmp_path):

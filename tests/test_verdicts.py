@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from bench import registry
+from bench.claims import Claim, survives
 from bench.context import Clean
 from bench.protocols import WmbenchError
-from bench.report import Calibration, Unit, in_sample_false_positive_rate, leaderboard
+from bench.report import Calibration, Unit, in_sample_false_positive_rate, leaderboard, summary_matrix
 from bench.results import CellId, CellResult, Check, Prepared
 from bench.runner import make_plan, run_matrix
 
@@ -76,6 +77,29 @@ def test_removal_needs_the_mark_gone_and_the_utility_kept():
     many = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(12)}
     decided = leaderboard([cell(s, 0.05, 0.93) for s in range(12)], many, fpr_target=0.01).iloc[0]
     assert decided.removal_verdict == "removed"
+
+
+def unattacked(seed: int, score: float) -> CellResult:
+    return CellResult(CellId("null_embedding", "none", "-", seed), "ok", utility_attacked=0.95, check=check(score),
+                      matched_innocent=check(0.0))
+
+
+def test_an_attack_cannot_remove_a_mark_that_was_not_there():
+    """A seed whose owner's unattacked model is not detected counts as no removal; when that is most seeds,
+    the row says so instead of `yes`, and the papers' robustness claims are not judged from it."""
+
+    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(3)}
+    attacked = [cell(s, 0.05, 0.94) for s in range(3)]  # undetected after the attack, utility kept
+    marked_everywhere = [unattacked(s, 0.95) for s in range(3)]
+    table = leaderboard(attacked + marked_everywhere, preps, fpr_target=0.01)
+    assert table.set_index("attack").loc["pruning", "attack_succeeded"] == "yes"
+    mostly_absent = [unattacked(0, 0.95), unattacked(1, 0.05), unattacked(2, 0.05)]  # the mark took in seed 0 only
+    table = leaderboard(attacked + mostly_absent, preps, fpr_target=0.01)
+    row = table.set_index("attack").loc["pruning"]
+    assert row.removal_rate == pytest.approx(1 / 3) and row.attack_succeeded == "no: mark not detected before the attack"
+    verdict = survives(table.assign(model_kind="classifier"), Claim("survives pruning", "survives", ("pruning",)), 0.05)
+    assert verdict.verdict.startswith("not tested")
+    assert summary_matrix(table).set_index("defense").loc["null_embedding", "pruning"].startswith("not verified before")
 
 
 def test_a_pretrained_vlp_source_takes_its_innocents_from_named_checkpoints_only():
