@@ -51,6 +51,12 @@ def _none_row(rows: pd.DataFrame) -> pd.Series | None:
     return None if none.empty else none.iloc[0]
 
 
+def owner_verified(none_row: pd.Series) -> bool:
+    """The owner's key detects its own unattacked model in most seeds at the calibrated threshold (the rule the
+    summary's `none` column, the robustness claims and the false-positive claim share)."""
+    return bool(none_row["verification_rate_calibrated"] > 0.5)
+
+
 NOT_RUN = Judgement("—", "no finished row in this run", "not tested")
 
 
@@ -76,7 +82,7 @@ def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
     if picked.empty:
         return NOT_RUN
     none = _none_row(rows)
-    if none is not None and not none["verification_rate_calibrated"] > 0.5:  # nothing there to survive
+    if none is not None and not owner_verified(none):  # nothing there to survive
         return Judgement("none", f"owner's unattacked model detected {none['verification_rate_calibrated']:.2f} "
                          "(calibrated)", "not tested (the mark is not detected on the owner's own unattacked model)")
     parts, removed_by = [], []
@@ -133,7 +139,7 @@ def few_false_positives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgem
                 f"{row['false_positive_rate_calibrated']:.3f} calibrated; owner's model verified "
                 f"{row['verification_rate']:.2f} (paper's threshold), {row['verification_rate_calibrated']:.2f} "
                 f"(calibrated)")
-    if not row["verification_rate_calibrated"] > 0.5:
+    if not owner_verified(row):
         return Judgement("none", measured, "fails (the test does not verify the owner's own model)")
     paper_ok = row["false_positive_rate"] <= 0.05
     calibrated_ok = row["false_positive_rate_calibrated"] <= 0.05

@@ -60,8 +60,9 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(name="gpu", image_size=64, width=64, classifier_epochs=20, encoder_epochs=60, clip_epochs=60,
                    embed_epochs=60, attack_epochs=10, mixed_precision=True),
     # The whole pipeline in seconds (tests, a first look): budgets too small for any scientific reading.
-    "smoke": Profile(name="smoke", image_size=16, vlp="wmbench-clip-tiny-16", classifier_epochs=2, encoder_epochs=2, clip_epochs=2, embed_epochs=2,
-                     attack_epochs=1, extraction_epochs=1, cleanse_rounds=2, n_innocent=4, n_wrong_keys=4),
+    "smoke": Profile(name="smoke", image_size=16, vlp="wmbench-clip-tiny-16", classifier_epochs=2, encoder_epochs=2,
+                     clip_epochs=2, embed_epochs=2, attack_epochs=1, extraction_epochs=1, cleanse_rounds=2, n_innocent=4,
+                     n_wrong_keys=4),
 }
 
 

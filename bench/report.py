@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from bench import __version__
 from bench.cache import atomic_write
-from bench.claims import claims_table
+from bench.claims import claims_table, owner_verified
 from bench.results import CellResult, Check, Prepared, ResultsDB
 
 COLUMNS = [
@@ -219,14 +219,13 @@ NO_MARK = "no: mark not detected before the attack"
 
 
 def removal(calibration: Calibration, scores: list[float], utility_kept: list[bool],
-            before: list[float] | None = None) -> dict:
+            before: list[float]) -> dict:
     """The removal literature's rule of attack success: the attacked model is not detected (calibrated
     threshold) *and* keeps its utility — and the seed's unattacked marked model was detected (score
-    `before`; unknown: +inf), since an attack cannot remove a mark that was not there. `removal_rate`
+    `before`; +inf where the run has no unattacked cell for that seed), since an attack cannot remove a mark that was not there. `removal_rate`
     averages over seeds and the two cross-fitted thresholds."""
     if not scores:
         return {}
-    before = before or [float("inf")] * len(scores)
     present = [[b > t for b in before] for t in calibration.thresholds]
     undetected = [[s <= t for s in scores] for t in calibration.thresholds]
     removed = float(np.mean([[m and u and kept for m, u, kept in zip(ms, us, utility_kept)]
@@ -378,10 +377,11 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
             continue
         best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["verification_rate_calibrated"].fillna(1))
         best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
-        outcome = {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost", NO_MARK: "not verified before"}.get(
+        outcome = {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost",
+                   NO_MARK: "not verified before"}.get(
             best["attack_succeeded"], "control")
         if best["attack_succeeded"] == "no attack":  # the unattacked model: does the owner's key verify at all?
-            outcome = "verified" if best["verification_rate_calibrated"] > 0.5 else "not verified"
+            outcome = "verified" if owner_verified(best) else "not verified"
         cells[defense][attack] = (f"{outcome} ({best['strength']}: detected {best['verification_rate_calibrated']:.2f}, "
                                   f"utility {best['utility_attacked']:.2f})")
     attacks = sorted(table["attack"].unique())
