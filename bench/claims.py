@@ -3,7 +3,9 @@
 A defense lists its paper's claims as `claims` (optional member, a tuple of `Claim`); each names the test
 that judges it and, where the test needs them, the attacks whose rows bear on it. A test reads the
 leaderboard table (`bench.report.leaderboard`) and returns the measured numbers and a verdict — `holds`,
-`partly` or `fails` — with the setting it holds or fails under."""
+`partly` or `fails` — with the setting it holds or fails under. A verdict that rests on what happens "in most
+seeds" is called only where the seeds' 95 % Wilson interval decides (`bench.scoring.decide`); otherwise it
+reads `undecided (k/n)`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from bench import registry
+from bench.scoring import decide, undecided
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,15 @@ def _none_row(rows: pd.DataFrame) -> pd.Series | None:
     return None if none.empty else none.iloc[0]
 
 
-def owner_verified(none_row: pd.Series) -> bool:
-    """The owner's key detects its own unattacked model in most seeds at the calibrated threshold (the rule the
-    summary's `none` column, the robustness claims and the false-positive claim share)."""
-    return bool(none_row["verification_rate_calibrated"] > 0.5)
+def owner_verified(none_row: pd.Series) -> bool | None:
+    """Whether the owner's key detects its own unattacked model in most seeds at the calibrated threshold, as
+    the seeds decide (None: undecided) — the rule the summary's `none` column, the robustness claims and the
+    false-positive claim share."""
+    return decide(int(none_row["seeds_detected_calibrated"]), int(none_row["n_seeds"]))
+
+
+def _owner_counts(none_row: pd.Series) -> str:
+    return f"{int(none_row['seeds_detected_calibrated'])}/{int(none_row['n_seeds'])}"
 
 
 NOT_RUN = Judgement("—", "no finished row in this run", "not tested")
@@ -82,23 +90,32 @@ def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
     if picked.empty:
         return NOT_RUN
     none = _none_row(rows)
-    if none is not None and not owner_verified(none):  # nothing there to survive
-        return Judgement("none", f"owner's unattacked model detected {none['verification_rate_calibrated']:.2f} "
-                         "(calibrated)", "not tested (the mark is not detected on the owner's own unattacked model)")
-    parts, removed_by = [], []
+    if none is not None and owner_verified(none) is not True:  # no mark there to survive, or not known
+        verified = owner_verified(none)
+        return Judgement("none", f"owner's unattacked model detected in {_owner_counts(none)} seeds (calibrated)",
+                         "not tested (the mark is not detected on the owner's own unattacked model)"
+                         if verified is False else
+                         f"not tested (the owner's own unattacked model: {undecided(none['seeds_detected_calibrated'], none['n_seeds'])})")
+    parts, removed_by, unsure = [], [], []
     for attack, group in picked.groupby("attack", sort=True):
         best = group.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]
-        parts.append(f"{attack} {best['strength']}: removal {best['removal_rate']:.2f}, detected "
+        k, n_seeds = int(best["seeds_removed"]), int(best["n_seeds"])
+        parts.append(f"{attack} {best['strength']}: removed in {k}/{n_seeds} seeds, detected "
                      f"{best['verification_rate_calibrated']:.2f}, utility {best['utility_attacked']:.2f}")
-        if best["removal_rate"] > 0.5:
+        called = decide(k, n_seeds)
+        if called:
             removed_by.append(f"{attack} {best['strength']}")
+        elif called is None:
+            unsure.append(f"{attack} {best['strength']} {k}/{n_seeds}")
     n = picked["attack"].nunique()
-    if not removed_by:
-        verdict = "holds"
-    elif len(removed_by) == n:
+    if len(removed_by) == n:
         verdict = f"fails (removed by {', '.join(removed_by)})"
-    else:
+    elif removed_by:
         verdict = f"partly (removed by {', '.join(removed_by)})"
+    elif unsure:
+        verdict = f"undecided ({'; '.join(unsure)})"
+    else:
+        verdict = "holds"
     return Judgement(", ".join(sorted(picked["attack"].unique())), "; ".join(parts), verdict)
 
 
@@ -110,26 +127,33 @@ def piracy_resistant(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement
     picked = _ran(rows[rows["attack"] == "piracy"])
     if picked.empty:
         return NOT_RUN
-    parts, forged = [], []
+    parts, forged, unsure = [], [], []
     for _, row in picked.iterrows():
         clean = row.get("pirate_clean_verification_rate")
-        parts.append(f"{row['strength']}: pirate {row['pirate_verification_rate']:.2f} on marked"
-                     + ("" if pd.isna(clean) else f", {clean:.2f} on clean")
+        k, n = int(row["seeds_pirate_verified"]), int(row["n_seeds"])
+        parts.append(f"{row['strength']}: pirate verifies on marked in {k}/{n}"
+                     + ("" if pd.isna(clean) else f" ({clean:.2f} on clean)")
                      + f", utility {row['utility_attacked']:.2f}")
         kept = row["utility_attacked"] >= row["utility_marked"] - drop
-        if row["pirate_verification_rate"] > 0.5 and kept:
+        called = decide(k, n)
+        if called and kept:
             forged.append(str(row["strength"]))
-    verdict = "holds" if not forged else (
-        f"fails (the pirate's mark verifies at {', '.join(forged)})" if len(forged) == len(picked)
-        else f"partly (the pirate's mark verifies at {', '.join(forged)})")
+        elif called is None and kept:
+            unsure.append(f"{row['strength']} {k}/{n}")
+    if forged:
+        verdict = (f"fails (the pirate's mark verifies at {', '.join(forged)})" if len(forged) == len(picked)
+                   else f"partly (the pirate's mark verifies at {', '.join(forged)})")
+    else:
+        verdict = f"undecided ({'; '.join(unsure)})" if unsure else "holds"
     return Judgement("piracy", "; ".join(parts), verdict)
 
 
 @judge("false_positives")
 def few_false_positives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
     """Holds when the owner's key verifies its own unattacked model in most seeds (calibrated threshold) and
-    the false-positive rate is at most 0.05 both at the paper's threshold and at the calibrated one
-    (held-out innocents); partly when only the calibrated threshold achieves that; a test that does not
+    the false-positive rate at the paper's threshold is at most 0.05 (the upper end of its Wilson interval
+    over the innocent units) and so is the calibrated one (held-out innocents); partly when only the
+    calibrated threshold achieves that; fails when the interval lies above 0.05 at both; a test that does not
     verify the owner's own model fails, whatever its false-positive rate."""
     row = _none_row(rows)
     if row is None or pd.isna(row["false_positive_rate"]):
@@ -139,24 +163,33 @@ def few_false_positives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgem
                 f"{row['false_positive_rate_calibrated']:.3f} calibrated; owner's model verified "
                 f"{row['verification_rate']:.2f} (paper's threshold), {row['verification_rate_calibrated']:.2f} "
                 f"(calibrated)")
-    if not owner_verified(row):
+    verified = owner_verified(row)
+    if verified is False:
         return Judgement("none", measured, "fails (the test does not verify the owner's own model)")
-    paper_ok = row["false_positive_rate"] <= 0.05
+    if verified is None:
+        return Judgement("none", measured, f"undecided (the owner's own model detected in {_owner_counts(row)} seeds)")
     calibrated_ok = row["false_positive_rate_calibrated"] <= 0.05
-    verdict = ("holds" if paper_ok and calibrated_ok else
-               "partly (only at the calibrated threshold)" if calibrated_ok else "fails")
+    if row["fpr_ci_high"] <= 0.05 and calibrated_ok:
+        verdict = "holds"
+    elif row["fpr_ci_low"] > 0.05:
+        verdict = "partly (only at the calibrated threshold)" if calibrated_ok else "fails"
+    else:
+        flagged = round(row["false_positive_rate"] * units)
+        verdict = f"undecided (paper's threshold: {undecided(flagged, units)} innocent units flagged)"
     return Judgement("none", measured, verdict)
 
 
 @judge("identification")
 def identifies_users(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
-    """Holds when the owner's key outscores every other user's key on the owner's model in ≥ 90 % of seeds."""
+    """Holds when the owner's key outscores every other user's key on the owner's model in most seeds, as the
+    seeds decide."""
     row = _none_row(rows)
     if row is None:
         return NOT_RUN
-    rate = row["identification_rate"]
-    return Judgement("none", f"identification {rate:.2f} against {int(row['n_wrong_keys'])} other users' keys",
-                     "holds" if rate >= 0.9 else "fails")
+    k, n = int(row["seeds_identified"]), int(row["n_seeds"])
+    called = decide(k, n)
+    return Judgement("none", f"identified in {k}/{n} seeds against {int(row['n_wrong_keys'])} other users' keys",
+                     "holds" if called else "fails" if called is False else undecided(k, n))
 
 
 CLAIM_COLUMNS = ["defense", "claim", "rows", "measured", "verdict"]
@@ -168,11 +201,16 @@ def claims_table(table: pd.DataFrame, drop: float) -> pd.DataFrame:
     for defense in sorted(table["defense"].unique()):
         try:
             claims = getattr(registry.get_defense(defense), "claims", ())
-        except Exception:  # a defense no longer registered: its rows stay, its claims are unknown
-            claims = ()
+        except Exception as e:  # a defense no longer registered: its rows stay, its claims cannot be read
+            out.append({"defense": defense, "claim": "(its paper's claims)", "rows": "—", "measured": "—",
+                        "verdict": f"not judged ({e.__class__.__name__}: {e})"})
+            continue
         rows = table[table["defense"] == defense]
         for claim in claims:
-            j = JUDGES[claim.test](rows, claim, drop)
+            try:
+                j = JUDGES[claim.test](rows, claim, drop)
+            except Exception as e:  # reported in the table, never dropped
+                j = Judgement("—", "—", f"error while judging ({e.__class__.__name__}: {e})")
             out.append({"defense": defense, "claim": claim.text, "rows": j.rows, "measured": j.measured,
                         "verdict": j.verdict})
     return pd.DataFrame(out, columns=CLAIM_COLUMNS)

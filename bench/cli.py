@@ -1,7 +1,8 @@
-"""`wmbench` command line: list, run, report, status, verify. Bad input gets one line and exit code 2."""
+"""`wmbench` command line: list, run, status, report, publish, reproduce, verify. Bad input gets one line and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -117,11 +118,25 @@ def _site(out: Path, profile: str, screenshot: bool) -> None:
 def cmd_publish(args: argparse.Namespace) -> int:
     from bench.report import publish
 
-    table = publish(args.source, args.target, args.profile, readme=args.readme)
+    table = publish(args.source, args.target, args.profile, readme=args.readme, allow_unlocked=args.allow_unlocked)
     print(f"published {args.source} → {args.target}: {len(table)} rows (results.sqlite, leaderboard.csv/.md/.png, "
           f"claims.csv)")
     _site(Path(args.target), args.profile, args.screenshot)
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from bench.audit import reproduce
+
+    audits, notes = reproduce(args.folder, sample=args.sample, defenses=_names(args.defenses),
+                              attacks=_names(args.attacks), cache=args.cache, workers=args.workers)
+    for note in notes:
+        print(f"note: {note}")
+    for audit in audits:
+        print(audit.line())
+    differ = sum(not a.identical for a in audits)
+    print(f"{len(audits) - differ} of {len(audits)} cells identical" + (f", {differ} differ" if differ else ""))
+    return 1 if differ else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -174,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--defenses", help="comma-separated defense names (default: all)")
         sp.add_argument("--attacks", help="comma-separated attack names (default: all)")
         sp.add_argument("--strengths", help="comma-separated strengths to keep (default: all of each attack)")
-        sp.add_argument("--seeds", type=int, help="seeds per cell (default 3)")
+        sp.add_argument("--seeds", type=int, help="owner seeds per cell (default: the profile's, 10 for default, 5 for standard)")
         sp.add_argument("--out", type=Path, help="run folder (default runs/<profile>; `wmbench publish` copies a "
                                                  "run into the committed results/)")
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -216,7 +231,20 @@ def parser() -> argparse.ArgumentParser:
                          help="README whose generated blocks (summary, claims) are rewritten (default README.md)")
     publish.add_argument("--screenshot", action="store_true",
                          help="save the published site's screenshot from headless Chromium (site/screenshot.png)")
+    publish.add_argument("--allow-unlocked", dest="allow_unlocked", action="store_true",
+                         help="publish a run whose packages were not those of requirements.lock")
     publish.set_defaults(fn=cmd_publish)
+
+    audit = sub.add_parser("reproduce", help="recompute published cells from scratch and compare them, field by field")
+    audit.add_argument("folder", type=Path, help="a published folder (results.sqlite inside), e.g. results")
+    audit.add_argument("--sample", type=int, help="recompute this many cells drawn at random (fixed seed); "
+                                                  "default: every selected cell")
+    audit.add_argument("--defenses", help="comma-separated defenses to draw from (default: all)")
+    audit.add_argument("--attacks", help="comma-separated attacks to draw from (default: all)")
+    audit.add_argument("--cache", type=Path, help="artifact cache to build into (default: a new empty folder, "
+                                                  "removed afterwards)")
+    audit.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
+    audit.set_defaults(fn=cmd_reproduce)
 
     report = sub.add_parser("report", help="rebuild the leaderboard files from the database")
     report.add_argument("--out", default="results", help="the run (or published) folder; with --merge, where the "

@@ -33,15 +33,18 @@ class Profile:
     n_wrong_keys: int = 20  # other users' keys checked against every marked model
     vlp_innocents: tuple[str, ...] = ()  # with a pretrained VLP source: other checkpoints, the innocent models
     mixed_precision: bool = False  # train in bfloat16 autocast on CUDA (never on CPU; verification stays float32)
+    seeds: int = 10  # owner seeds per cell when the run does not say (`--seeds`): enough for a Wilson interval to decide
 
     # Fields that only attacks and the runner's bookkeeping read. They are left out of the cache descriptors
     # of clean, keyed and watermarked models (`describe(for_models=True)`), so changing an attack budget
     # retrains none of those; a defense's make_key/watermark must not read them.
     ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_epochs", "cleanse_rounds", "n_innocent",
                                               "n_wrong_keys", "vlp_innocents")
+    # Fields of the run rather than of any model or attack (the run records its seeds in its config).
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("seeds",)
 
     def describe(self, *, for_models: bool = False) -> dict[str, Any]:
-        skip = self.ATTACK_ONLY if for_models else ()
+        skip = self.RUN_ONLY + (self.ATTACK_ONLY if for_models else ())
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
@@ -55,14 +58,14 @@ PROFILES: dict[str, Profile] = {
     # leaderboard"): 9,000 training images (owner 6,000, attacker 3,000), epochs fewer than the default's where
     # a recipe sees 6.7× more images per epoch.
     "standard": Profile(name="standard", dataset="fashion_mnist", image_size=28, train_limit=9000,
-                        encoder_epochs=12, clip_epochs=16, embed_epochs=12, attack_epochs=3),
+                        encoder_epochs=12, clip_epochs=16, embed_epochs=12, attack_epochs=3, seeds=5),
     # Bigger models, where an accelerator matters.
     "gpu": Profile(name="gpu", image_size=64, width=64, classifier_epochs=20, encoder_epochs=60, clip_epochs=60,
-                   embed_epochs=60, attack_epochs=10, mixed_precision=True),
+                   embed_epochs=60, attack_epochs=10, mixed_precision=True, seeds=5),
     # The whole pipeline in seconds (tests, a first look): budgets too small for any scientific reading.
     "smoke": Profile(name="smoke", image_size=16, vlp="wmbench-clip-tiny-16", classifier_epochs=2, encoder_epochs=2,
                      clip_epochs=2, embed_epochs=2, attack_epochs=1, extraction_epochs=1, cleanse_rounds=2, n_innocent=4,
-                     n_wrong_keys=4),
+                     n_wrong_keys=4, seeds=3),
 }
 
 
@@ -79,7 +82,7 @@ class RunConfig:
     defenses: list[str] = field(default_factory=list)
     attacks: list[str] = field(default_factory=list)
     strengths: list[str] = field(default_factory=list)  # empty: every strength of each attack
-    seeds: int = 3
+    seeds: int | None = None  # None: the profile's `seeds`
     out: Path | None = None  # default runs/<profile>: runs never write into the published results/
     device: str = "auto"
     profile: str = "default"
@@ -95,7 +98,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.out = Path("runs") / self.profile if self.out is None else Path(self.out)
         self.cache = Path(self.cache) if self.cache is not None else None
-        if not isinstance(self.seeds, int) or self.seeds <= 0:
+        if self.seeds is not None and (not isinstance(self.seeds, int) or self.seeds <= 0):
             raise WmbenchError(f"--seeds must be a positive integer, got {self.seeds!r}")
         if not isinstance(self.workers, int) or self.workers <= 0:
             raise WmbenchError(f"--workers must be a positive integer, got {self.workers!r}")
@@ -113,6 +116,11 @@ class RunConfig:
         get_profile(self.profile)
         if self.vlp is not None and not self.vlp.startswith("open_clip:"):
             raise WmbenchError(f"--vlp wants open_clip:<model>:<pretrained>, got {self.vlp!r}")
+
+    @property
+    def n_seeds(self) -> int:
+        """The seeds this run evaluates: `--seeds`, else the profile's."""
+        return self.seeds if self.seeds is not None else get_profile(self.profile).seeds
 
     @property
     def label(self) -> str:

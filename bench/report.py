@@ -11,13 +11,13 @@ from statistics import mean, median, pstdev
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 from tabulate import tabulate
 
 from bench import __version__
 from bench.cache import atomic_write
 from bench.claims import claims_table, owner_verified
 from bench.results import CellResult, Check, Prepared, ResultsDB
+from bench.scoring import decide, undecided, wilson
 
 COLUMNS = [
     "defense", "attack", "strength", "status", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
@@ -28,16 +28,9 @@ COLUMNS = [
     "n_innocent_models", "n_wrong_keys", "n_attacked_clean", "fpr_note",
     "removal_rate", "attack_succeeded", "removal_verdict", "threshold", "p_value_median",
     "identification_rate", "pirate_verification_rate", "pirate_clean_verification_rate", "ambiguity_rate",
+    "seeds_detected_calibrated", "seeds_removed", "seeds_identified", "seeds_pirate_verified",
     "attack_report", "seconds",
 ]
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """95 % Wilson score interval of a rate k/n."""
-    if n == 0:
-        return float("nan"), float("nan")
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def calibrated_threshold(innocent_scores: list[float], fpr_target: float) -> float:
@@ -189,6 +182,8 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "pirate_clean_verification_rate": (sum(c.detected for c in pirates_clean) / len(pirates_clean)
                                                if pirates_clean else None),
             "ambiguity_rate": sum(both) / len(both) if both else None,
+            "seeds_identified": sum(bool(r.identified) for r in ok),
+            "seeds_pirate_verified": sum(c.detected for c in pirates) if pirates else None,
             "attack_report": summarize_reports([r.attack_report for r in ok]),
             "seconds": _mean(r.seconds for r in results),
         })
@@ -196,9 +191,11 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             utility_kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
                             for r in ok if (defense, r.cell.seed) in prepared]
             before = [unattacked.get((defense, r.cell.seed), float("inf")) for r in ok]
-            row.update(removal(calibration, scores, utility_kept, before) if attack != "none" else NO_ATTACK)
+            threshold = float(np.mean(calibration.thresholds))
+            row.update(removal(threshold, scores, utility_kept, before) if attack != "none" else NO_ATTACK)
             row.update({
-                "threshold_calibrated": float(np.mean(calibration.thresholds)),
+                "seeds_detected_calibrated": sum(s > threshold for s in scores),
+                "threshold_calibrated": threshold,
                 "verification_rate_calibrated": calibration.detection_rate(scores),
                 "false_positive_rate_calibrated": calibration.false_positive_rate(matched),
             })
@@ -207,43 +204,47 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
                                                         "false_positive_rate_calibrated", "auc")})
         if getattr(_defense(defense), "control", False):
             row.update({"removal_rate": float("nan"), "attack_succeeded": "n/a (control: no mark)",
-                        "removal_verdict": ""})
+                        "removal_verdict": "", "seeds_removed": None})
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-NO_ATTACK = {"removal_rate": float("nan"), "attack_succeeded": "no attack", "removal_verdict": ""}
+NO_ATTACK = {"removal_rate": float("nan"), "attack_succeeded": "no attack", "removal_verdict": "",
+             "seeds_removed": None}
 
 
 NO_MARK = "no: mark not detected before the attack"
+UNSURE_MARK = "no: mark detected before the attack only in"  # followed by `undecided (k/n)`
 
 
-def removal(calibration: Calibration, scores: list[float], utility_kept: list[bool],
-            before: list[float]) -> dict:
-    """The removal literature's rule of attack success: the attacked model is not detected (calibrated
-    threshold) *and* keeps its utility — and the seed's unattacked marked model was detected (score
-    `before`; +inf where the run has no unattacked cell for that seed), since an attack cannot remove a mark that was not there. `removal_rate`
-    averages over seeds and the two cross-fitted thresholds."""
+def removal(threshold: float, scores: list[float], utility_kept: list[bool], before: list[float]) -> dict:
+    """The removal literature's rule of attack success, per seed: the attacked model is not detected at the
+    calibrated `threshold` *and* keeps its utility — in a seed whose unattacked marked model was detected
+    (score `before`; +inf where the run has no unattacked cell for that seed), since an attack cannot remove
+    a mark that was not there. The verdict over the seeds is called only where the 95 % Wilson interval of
+    the seeds' removals decides (`bench.scoring.decide`), otherwise it reads `undecided (k/n)`; a decided
+    "no" says why: no mark before the attack, the mark kept, or the utility lost."""
     if not scores:
         return {}
-    present = [[b > t for b in before] for t in calibration.thresholds]
-    undetected = [[s <= t for s in scores] for t in calibration.thresholds]
-    removed = float(np.mean([[m and u and kept for m, u, kept in zip(ms, us, utility_kept)]
-                             for ms, us in zip(present, undetected)]))
-    if removed > 0.5:
-        verdict = "yes"
-    elif np.mean(present) <= 0.5:
-        verdict = NO_MARK
-    elif np.mean(undetected) > 0.5:
-        verdict = "no: utility lost"
+    n = len(scores)
+    present = [b > threshold for b in before]
+    gone = [p and s <= threshold for p, s in zip(present, scores)]
+    removed = sum(g and kept for g, kept in zip(gone, utility_kept))
+    called, had_mark = decide(removed, n), decide(sum(present), n)
+    if called:
+        verdict, decided = "yes", "removed"
+    elif called is None:
+        verdict = decided = undecided(removed, n)
     else:
-        verdict = "no: mark kept"
-    # decided only where the 95 % interval of the seeds' removals lies on one side of ½
-    t = float(np.mean(calibration.thresholds))
-    k = sum(b > t and s <= t and kept for s, kept, b in zip(scores, utility_kept, before))
-    low, high = wilson(k, len(scores))
-    decided = "removed" if low > 0.5 else "kept" if high < 0.5 else f"undecided at {len(scores)} seeds"
-    return {"removal_rate": removed, "attack_succeeded": verdict, "removal_verdict": decided}
+        decided = "kept"
+        if had_mark is False:
+            verdict = NO_MARK
+        elif had_mark is None:
+            verdict = f"{UNSURE_MARK} {undecided(sum(present), n)}"
+        else:
+            verdict = "no: utility lost" if 2 * sum(gone) > sum(present) else "no: mark kept"
+    return {"removal_rate": removed / n, "attack_succeeded": verdict, "removal_verdict": decided,
+            "seeds_removed": removed}
 
 
 def _defense(name: str):
@@ -281,7 +282,7 @@ def reproduce_command(config: dict) -> str:
     for name in ("defenses", "attacks", "strengths"):
         if config.get(name):
             parts.append(f"--{name} {','.join(config[name])}")
-    parts += [f"--seeds {config.get('seeds', 3)}", f"--profile {config.get('profile', 'default')}"]
+    parts += [f"--seeds {config.get('seeds')}", f"--profile {config.get('profile', 'default')}"]
     parts += [f"--{name} {config[name]}" for name in ("vlp", "data") if config.get(name)]
     return " ".join(parts)
 
@@ -310,15 +311,19 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
 - Attack success (the removal literature's rule): `removal_rate` is the fraction of seeds where the
   attacked model is *not* detected at the calibrated threshold **and** keeps its utility
   (`utility_attacked ≥ utility_marked − {drop}`), in a seed whose unattacked marked model *is* detected (an
-  attack cannot remove a mark that was not there); `attack_succeeded` says yes when that happens in most
-  seeds, else whether the mark was kept or the utility lost, or `no: mark not detected before the attack`
-  when the owner's own unattacked model is not detected in most seeds; `removal_verdict` calls it only where the 95 %
-  interval of the seeds' removals lies wholly above or below ½ (never at 3 seeds: "undecided"). The `none`
-  row is no attack: `attack_succeeded` says `no attack` and its removal columns are empty. Rows whose `status` is `n/a` lie outside the
+  attack cannot remove a mark that was not there), at the calibrated threshold `threshold_calibrated`;
+  `seeds_removed` counts those seeds. Verdicts are called only where the 95 % Wilson interval of the seeds
+  lies wholly above or below ½ (at 10 seeds: 9 or 10 of 10 decide yes, 0 or 1 decide no; at 5 seeds only
+  5/5 and 0/5; at 3 seeds nothing), otherwise they read `undecided (k/n)`. `removal_verdict`: `removed`,
+  `kept` or `undecided (k/n)`; `attack_succeeded`: `yes`, or why not (`no: mark kept`, `no: utility lost`,
+  `no: mark not detected before the attack`), or `undecided (k/n)`. The `none` row is no attack:
+  `attack_succeeded` says `no attack` and its removal columns are empty; `seeds_detected_calibrated` counts
+  the seeds whose model is detected at the calibrated threshold. Rows whose `status` is `n/a` lie outside the
   threat model (what the attack needs, the defense's thief cannot reach) and are not run.
 - `pirate_verification_rate`: a pirate's own key verifies on its pirated model (the marked one);
   `pirate_clean_verification_rate`: the same pirate on the *clean* model (piracy resistance is the contrast
-  between the two); `ambiguity_rate`: owner's and pirate's keys both verify; `identification_rate`: the owner's key scores above every other user's key on the suspect;
+  between the two); `ambiguity_rate`: owner's and pirate's keys both verify; `identification_rate`: the owner's
+  key scores above every other user's key on the suspect (`seeds_identified`, `seeds_pirate_verified`: counts);
   `attack_report`: what the attack itself found, averaged over seeds; `seconds`: mean wall time of a cell.
 """
 
@@ -353,7 +358,7 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
               + f"## Summary\n\n{summary_markdown(table, drop)}\n"
               + f"## The papers' claims\n\n{claims_markdown(claims)}\n"
               + "## Every row\n\n" + HOW_TO_READ.format(fpr=fpr_target, drop=drop)
-              + f"\n{reproducibility_line(db.meta('environment'))}\n"
+              + f"\n{reproducibility_line(db.meta('environment'))}\n\n{software_line(db.meta('software'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
                  lambda p: p.write_text(header + tabulate(shown, headers="keys", tablefmt="github",
@@ -377,15 +382,26 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
             continue
         best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["verification_rate_calibrated"].fillna(1))
         best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
-        outcome = {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost",
-                   NO_MARK: "not verified before"}.get(
-            best["attack_succeeded"], "control")
-        if best["attack_succeeded"] == "no attack":  # the unattacked model: does the owner's key verify at all?
-            outcome = "verified" if owner_verified(best) else "not verified"
+        outcome = summary_outcome(best)
         cells[defense][attack] = (f"{outcome} ({best['strength']}: detected {best['verification_rate_calibrated']:.2f}, "
                                   f"utility {best['utility_attacked']:.2f})")
     attacks = sorted(table["attack"].unique())
     return pd.DataFrame([{"defense": d, **{a: cells[d].get(a, "") for a in attacks}} for d in sorted(cells)])
+
+
+def summary_outcome(best: pd.Series) -> str:
+    """A summary cell's outcome, from its row's verdict (called only where the seeds decide)."""
+    verdict = str(best["attack_succeeded"])
+    if verdict == "no attack":  # the unattacked model: does the owner's key verify at all?
+        verified = owner_verified(best)
+        return ("verified" if verified else "not verified" if verified is False
+                else undecided(best["seeds_detected_calibrated"], best["n_seeds"]))
+    if verdict.startswith(UNSURE_MARK):
+        return "undecided before " + verdict[len(UNSURE_MARK):].strip().removeprefix("undecided ")
+    if verdict.startswith("undecided"):
+        return verdict
+    return {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost",
+            NO_MARK: "not verified before"}.get(verdict, "control")
 
 
 def run_fpr_target(config: dict) -> float:
@@ -408,13 +424,16 @@ def summary_markdown(table: pd.DataFrame, drop: float) -> str:
 
 def summary_legend(drop: float) -> str:
     """How to read a cell of the summary matrix."""
-    return ("Each cell: the attacker's best setting of that attack and its outcome over the seeds — `removed` "
-            "(the mark is not detected at the calibrated threshold and utility falls by at most "
-            f"{drop:g}, in most seeds), `kept` (the mark is still detected), `utility lost` (the mark went, "
-            "but so did the utility), `not verified before` (the owner's own unattacked model is not detected "
-            "at the calibrated threshold in most seeds: there is no mark to remove, no verdict); `detected` is the calibrated detection rate, `utility` the utility after "
-            "the attack. `n/a`: outside the threat model. `control`: the unwatermarked control. Column `none`: "
-            "whether the owner's key verifies on its own unattacked model at the calibrated threshold.")
+    return ("Each cell: the attacker's best setting of that attack and its outcome over the seeds, called only "
+            "where the 95 % Wilson interval of the seeds lies wholly above or below ½ — `removed` (the mark is "
+            f"not detected at the calibrated threshold and utility falls by at most {drop:g}), `kept` (the mark "
+            "is still detected), `utility lost` (the mark went, but so did the utility), `not verified before` "
+            "(the owner's own unattacked model is not detected: there is no mark to remove, no verdict); "
+            "otherwise `undecided (k/n)`: removed in k of n seeds (`undecided before (k/n)`: the owner's "
+            "unattacked model detected in k of n). `detected` is the calibrated detection rate, `utility` the "
+            "utility after the attack. `n/a`: outside the threat model. `control`: the unwatermarked control. "
+            "Column `none`: whether the owner's key verifies on its own unattacked model at the calibrated "
+            "threshold (`undecided (k/n)`: in k of n seeds).")
 
 
 CLAIMS_LEGEND = ("Each paper's headline claims, judged from the rows named: `holds`, `partly` or `fails`, with the "
@@ -456,6 +475,24 @@ def setting_line(profile: dict | None) -> str:
             f"watermark embedding {profile['embed_epochs']}, attacker's training {profile['attack_epochs']}, "
             f"extraction student {profile['extraction_epochs']}; Neural Cleanse ≤ {profile['cleanse_rounds']} rounds "
             f"per label; {profile['n_innocent']} innocent models per kind, {profile['n_wrong_keys']} wrong keys.")
+
+
+def software_line(software: dict | None) -> str:
+    """The software a run computed with: the code's commit, the lock's hash and whether the installed packages
+    were the lock's, and the versions of the packages that compute the numbers."""
+    from bench.lockfile import NUMERIC_PACKAGES
+
+    if not software:
+        return "Software: no package versions recorded for this run."
+    code = software.get("code", {})
+    commit = (code.get("commit") or "?")[:10] + (" with local changes" if code.get("dirty") else "")
+    packages = software.get("packages", {})
+    versions = ", ".join(f"{name} {packages[name]}" for name in NUMERIC_PACKAGES if name in packages)
+    lock = software.get("lock_sha256")
+    locked = (f"the locked environment (requirements.lock sha256 {lock[:12]})" if software.get("locked") else
+              f"packages that differ from requirements.lock ({'; '.join(software.get('lock_mismatches', [])[:3])})"
+              if lock else "no lock file beside the code")
+    return f"Software: code {commit}, {locked}; {versions}."
 
 
 def reproducibility_line(env: dict | None) -> str:
@@ -541,10 +578,13 @@ def _strength_order(attack: str):
     return lambda strength: order.index(strength) if strength in order else len(order)
 
 
-def publish(source: Path, target: Path, profile: str = "default", readme: Path | None = None) -> pd.DataFrame:
+def publish(source: Path, target: Path, profile: str = "default", readme: Path | None = None,
+            allow_unlocked: bool = False) -> pd.DataFrame:
     """Copy a finished run's database into the published folder (atomically) and write its leaderboard
-    there: the only way `results/` changes. With `readme`, its generated blocks of this profile
-    (`<!-- PROFILE-summary:start -->` … and `PROFILE-claims`) are rewritten; other profiles' blocks stay."""
+    there: the only way `results/` changes. A run made outside the locked environment (its recorded packages
+    differ from requirements.lock, or it recorded none) is refused unless `allow_unlocked`. With `readme`,
+    its generated blocks of this profile (`<!-- PROFILE-summary:start -->` … and `PROFILE-claims`) are
+    rewritten; other profiles' blocks stay."""
     import shutil
 
     from bench.protocols import WmbenchError
@@ -555,6 +595,12 @@ def publish(source: Path, target: Path, profile: str = "default", readme: Path |
         raise WmbenchError(f"no results database in {source} (run `wmbench run --out {source}` first)")
     if source.resolve() == target.resolve():
         raise WmbenchError(f"publishing {source} onto itself")
+    software = ResultsDB(source, profile).meta("software") or {}
+    if not software.get("locked") and not allow_unlocked:
+        why = ("; ".join(software.get("lock_mismatches", [])[:2]) or "no lock file beside its code"
+               if software else "it recorded no package versions")
+        raise WmbenchError(f"{source} was computed outside the locked environment ({why}); rerun it after "
+                           f"`make install`, or publish it anyway with --allow-unlocked")
     atomic_write(target / DB_NAME, lambda p: shutil.copyfile(source / DB_NAME, p))
     table = write_leaderboard(target, profile)
     if readme is not None and Path(readme).is_file():

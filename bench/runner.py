@@ -28,6 +28,7 @@ from bench.context import Clean, Context, derive_seed, innocent_pool, innocent_p
 from bench.datasets import load_dataset
 from bench.executors import Executor, LocalExecutor, SerialExecutor, make_executor
 from bench.kinds.models import architecture_for
+from bench.lockfile import environment_record
 from bench.portable import PINNED_ISA, environment, pin_kernels
 from bench.protocols import Defense, Key, WmbenchError
 from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
@@ -91,7 +92,7 @@ def make_plan(cfg: RunConfig) -> Plan:
             for s in registry.strengths_for(a, d.model_kind):
                 if cfg.strengths and s not in cfg.strengths:
                     continue
-                for seed in range(cfg.seeds):
+                for seed in range(cfg.n_seeds):
                     cells.append(CellId(d.name, a.name, s, seed))
                     if gap:
                         outside[cells[-1]] = gap
@@ -103,7 +104,7 @@ def make_plan(cfg: RunConfig) -> Plan:
         architecture_for(kind, architecture)  # a profile naming a wrong architecture fails here, in one line
     used = [registry.get_defense(d) for d in sorted({d for d, _ in groups})]
     kinds = sorted({d.model_kind for d in used})
-    owners = [(k, Clean(s)) for k in kinds for s in range(cfg.seeds)]
+    owners = [(k, Clean(s)) for k in kinds for s in range(cfg.n_seeds)]
     innocents = [(k, c) for k in kinds for c in innocent_pool(profile, k)]
     return Plan(cells, outside, groups, owners, innocents)
 
@@ -293,8 +294,9 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
     plan = make_plan(cfg)
     db = ResultsDB(cfg.out, cfg.label)
     _check_same_profile(db, cfg)
+    _check_same_software(db)
     db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "strengths": cfg.strengths,
-                           "seeds": cfg.seeds, "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data,
+                           "seeds": cfg.n_seeds, "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data,
                            "fpr_target": cfg.fpr_target, "max_utility_drop": cfg.max_utility_drop})
     finished = db.done()
     for cell, reason in plan.outside.items():
@@ -376,6 +378,21 @@ def _check_same_profile(db: ResultsDB, cfg: RunConfig) -> None:
         raise WmbenchError(f"{db.path} holds results of a different '{cfg.label}' profile (changed: "
                            f"{', '.join(changed)}); use another --out, or delete that database to start over")
     db.set_meta(f"profile:{cfg.label}", current)
+
+
+def _check_same_software(db: ResultsDB) -> None:
+    """Record the run's software (code commit, lock hash, installed versions) on its first call, and refuse to
+    resume it with other package versions: its finished cells would mix with cells computed differently."""
+    current = environment_record()
+    recorded = db.meta("software")
+    if recorded is not None and recorded.get("packages") != current["packages"]:
+        old, new = recorded.get("packages", {}), current["packages"]
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise WmbenchError(f"{db.path} holds results computed with other package versions (changed: "
+                           f"{', '.join(changed[:5])}{', …' if len(changed) > 5 else ''}); use another --out, or "
+                           f"delete that database to start over")
+    if recorded is None:
+        db.set_meta("software", current)
 
 
 def _with_progress(results: Iterable[CellResult], total: int, progress: bool) -> Iterable[CellResult]:

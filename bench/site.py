@@ -15,12 +15,14 @@ from bench.cache import atomic_write
 from bench.claims import CLAIM_COLUMNS, claims_table
 from bench.protocols import WmbenchError
 from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, load_table, reproducibility_line,
+                          software_line,
                           summary_legend, summary_matrix)
 
 TEMPLATE = Path(__file__).parent / "site_template"
 ASSETS = ("wmbench.js", "style.css")
 OUTCOMES = {"removed": "removed", "kept": "kept", "utility lost": "utility-lost", "control": "control", "n/a": "na",
-            "failed": "failed", "verified": "kept", "not verified before": "na", "not verified": "removed"}
+            "failed": "failed", "verified": "kept", "not verified before": "na", "not verified": "removed",
+            "undecided": "undecided"}
 FILTERS = ("defense", "attack", "model_kind")
 
 
@@ -29,7 +31,8 @@ def write_site(out: Path, profile: str = "default") -> Path:
     out = Path(out)
     table, db, drop = load_table(out, profile)
     return render_site(table, out / "site", profile=profile, drop=drop,
-                       reproducibility=reproducibility_line(db.meta("environment")))
+                       reproducibility=reproducibility_line(db.meta("environment")) + " "
+                       + software_line(db.meta("software")))
 
 
 def outcome(text: str) -> str:

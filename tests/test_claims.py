@@ -1,57 +1,135 @@
-"""Claims are judged from the rows: a verdict follows the numbers, and names the setting that decides it."""
+"""Claims are judged from the rows: a verdict follows the numbers, names the setting that decides it, and is
+called only where the seeds' interval decides — every branch of every judge, boundaries included."""
 import math
 
 import pandas as pd
+import pytest
 
-from bench.claims import Claim, claims_table, few_false_positives, piracy_resistant, survives
-from bench.report import COLUMNS
+from bench import registry
+from bench.claims import (JUDGES, Claim, claims_table, few_false_positives, identifies_users, piracy_resistant,
+                          survives, utility_kept)
+from bench.report import COLUMNS, summary_matrix
 
 
 def rows(*specs: dict) -> pd.DataFrame:
     out = []
     for spec in specs:
         row = {c: math.nan for c in COLUMNS}
-        row.update({"defense": "vlpmarker", "status": "ok", "n_seeds": 3, "n_innocent_models": 20,
-                    "n_wrong_keys": 60, "n_attacked_clean": 3, **spec})
+        row.update({"defense": "vlpmarker", "status": "ok", "n_seeds": 10, "n_innocent_models": 20,
+                    "n_wrong_keys": 60, "n_attacked_clean": 20, **spec})
         out.append(row)
     return pd.DataFrame(out, columns=COLUMNS)
 
 
-def test_a_test_that_never_fires_has_no_false_positives_but_fails_its_claim():
+NONE = {"attack": "none", "strength": "-", "attack_succeeded": "no attack", "seeds_detected_calibrated": 10,
+        "verification_rate": 1.0, "verification_rate_calibrated": 1.0, "false_positive_rate": 0.0,
+        "fpr_ci_low": 0.0, "fpr_ci_high": 0.037, "false_positive_rate_calibrated": 0.0, "utility_attacked": 0.96}
+
+
+def test_false_positives_hold_fail_partly_and_wait_for_the_seeds():
     claim = Claim("no false claims", "false_positives")
-    silent = rows({"attack": "none", "strength": "-", "false_positive_rate": 0.0, "false_positive_rate_calibrated": 0.0,
-                   "verification_rate": 0.0, "verification_rate_calibrated": 0.0})
-    assert few_false_positives(silent, claim, 0.05).verdict.startswith("fails")
-    good = silent.assign(verification_rate=1.0, verification_rate_calibrated=1.0)
+    good = rows(NONE)
     assert few_false_positives(good, claim, 0.05).verdict == "holds"
-    loose = good.assign(false_positive_rate=0.2, false_positive_rate_calibrated=0.01)
-    assert few_false_positives(loose, claim, 0.05).verdict.startswith("partly")
+    silent = rows({**NONE, "seeds_detected_calibrated": 0, "verification_rate": 0.0})
+    assert few_false_positives(silent, claim, 0.05).verdict.startswith("fails (the test does not verify")
+    unsure = rows({**NONE, "seeds_detected_calibrated": 7})
+    assert few_false_positives(unsure, claim, 0.05).verdict == "undecided (the owner's own model detected in 7/10 seeds)"
+    loose = rows({**NONE, "false_positive_rate": 0.2, "fpr_ci_low": 0.14, "fpr_ci_high": 0.28})
+    assert few_false_positives(loose, claim, 0.05).verdict == "partly (only at the calibrated threshold)"
+    bad = rows({**NONE, "false_positive_rate": 0.2, "fpr_ci_low": 0.14, "fpr_ci_high": 0.28,
+                "false_positive_rate_calibrated": 0.1})
+    assert few_false_positives(bad, claim, 0.05).verdict == "fails"
+    straddles = rows({**NONE, "false_positive_rate": 0.05, "fpr_ci_low": 0.02, "fpr_ci_high": 0.12})
+    assert few_false_positives(straddles, claim, 0.05).verdict.startswith("undecided (paper's threshold: undecided (5/100)")
+    assert few_false_positives(rows({**NONE, "attack": "pruning"}), claim, 0.05).verdict == "not tested"
+
+
+def test_utility_holds_within_a_point_partly_within_the_allowance_else_fails():
+    claim = Claim("keeps utility", "utility")
+    judged = {change: utility_kept(rows({**NONE, "utility_clean": 0.96, "utility_marked": 0.96 + change}), claim,
+                                   0.05).verdict for change in (0.0, -0.009, -0.02, -0.049, -0.06)}
+    assert judged[0.0] == judged[-0.009] == "holds"
+    assert judged[-0.02] == judged[-0.049] == "partly"
+    assert judged[-0.06].startswith("fails")
 
 
 def test_survival_is_judged_per_attack_at_the_attackers_best_setting_chains_included():
     claim = Claim("survives extraction", "survives", ("extraction",))
-    table = rows({"attack": "extraction", "strength": "500", "removal_rate": 0.0, "utility_attacked": 0.3},
-                 {"attack": "extraction", "strength": "8000", "removal_rate": 0.0, "utility_attacked": 0.9},
-                 {"attack": "extraction:8000>pruning", "strength": "0.5", "removal_rate": 1.0, "utility_attacked": 0.9},
-                 {"attack": "extraction_rotated", "strength": "8000", "removal_rate": 1.0, "utility_attacked": 0.9})
+    table = rows(NONE,
+                 {"attack": "extraction", "strength": "500", "removal_rate": 0.0, "seeds_removed": 0,
+                  "utility_attacked": 0.3},
+                 {"attack": "extraction", "strength": "8000", "removal_rate": 0.0, "seeds_removed": 0,
+                  "utility_attacked": 0.9},
+                 {"attack": "extraction:8000>pruning", "strength": "0.5", "removal_rate": 1.0, "seeds_removed": 10,
+                  "utility_attacked": 0.9},
+                 {"attack": "extraction_rotated", "strength": "8000", "removal_rate": 1.0, "seeds_removed": 10,
+                  "utility_attacked": 0.9})
     judged = survives(table, claim, 0.05)
     assert judged.verdict == "partly (removed by extraction:8000>pruning 0.5)"  # extraction_rotated not named
-    assert survives(table[table.attack == "extraction"], claim, 0.05).verdict == "holds"
+    only_extraction = table[table.attack.isin(["none", "extraction"])]
+    assert survives(only_extraction, claim, 0.05).verdict == "holds"
+    every = table.assign(attack=table.attack.replace({"extraction": "extraction:8000>pruning"}))
+    every = every[every.attack != "extraction_rotated"]
+    assert survives(every, claim, 0.05).verdict.startswith("fails (removed by")
+    # 9/10 removes, 8/10 does not decide
+    nine = table.assign(seeds_removed=table.seeds_removed.replace({10: 9}))
+    assert survives(nine, claim, 0.05).verdict.startswith("partly (removed by extraction:8000>pruning")
+    eight = table.assign(seeds_removed=table.seeds_removed.replace({10: 8}), removal_rate=table.removal_rate * 0.8)
+    assert survives(eight, claim, 0.05).verdict == "undecided (extraction:8000>pruning 0.5 8/10)"
+    assert survives(table[table.attack == "none"], claim, 0.05).verdict == "not tested"
 
 
-def test_piracy_fails_where_the_pirate_verifies_with_utility_kept():
+def test_piracy_fails_where_the_pirate_verifies_with_utility_kept_and_waits_for_the_seeds():
     claim = Claim("piracy resistant", "piracy")
-    table = rows({"attack": "piracy", "strength": "2", "pirate_verification_rate": 1.0, "utility_attacked": 0.5,
-                  "utility_marked": 0.95},
-                 {"attack": "piracy", "strength": "12", "pirate_verification_rate": 1.0, "utility_attacked": 0.95,
-                  "utility_marked": 0.95, "pirate_clean_verification_rate": 1.0})
-    judged = piracy_resistant(table, claim, 0.05)
+    weak = {"attack": "piracy", "strength": "2", "seeds_pirate_verified": 10, "pirate_verification_rate": 1.0,
+            "utility_attacked": 0.5, "utility_marked": 0.95}
+    strong = {"attack": "piracy", "strength": "12", "seeds_pirate_verified": 10, "pirate_verification_rate": 1.0,
+              "utility_attacked": 0.95, "utility_marked": 0.95, "pirate_clean_verification_rate": 1.0}
+    judged = piracy_resistant(rows(weak, strong), claim, 0.05)
     assert judged.verdict == "partly (the pirate's mark verifies at 12)" and "1.00 on clean" in judged.measured
+    assert piracy_resistant(rows({**weak, "utility_attacked": 0.95}, strong), claim, 0.05).verdict.startswith("fails")
+    none_forged = rows({**weak, "seeds_pirate_verified": 0}, {**strong, "seeds_pirate_verified": 1})
+    assert piracy_resistant(none_forged, claim, 0.05).verdict == "holds"
+    unsure = rows({**weak, "seeds_pirate_verified": 0}, {**strong, "seeds_pirate_verified": 7})
+    assert piracy_resistant(unsure, claim, 0.05).verdict == "undecided (12 7/10)"
+    assert piracy_resistant(rows(NONE), claim, 0.05).verdict == "not tested"
 
 
-def test_claims_table_reads_each_defenses_declared_claims():
-    table = rows({"attack": "none", "strength": "-", "utility_clean": 0.96, "utility_marked": 0.96,
-                  "false_positive_rate": 0.0, "false_positive_rate_calibrated": 0.0, "verification_rate": 1.0,
-                  "verification_rate_calibrated": 1.0, "identification_rate": 1.0})
+def test_identification_holds_fails_or_waits_for_the_seeds():
+    claim = Claim("identifies", "identification")
+    verdicts = {k: identifies_users(rows({**NONE, "seeds_identified": k}), claim, 0.05).verdict for k in (10, 9, 8, 2, 1)}
+    assert verdicts == {10: "holds", 9: "holds", 8: "undecided (8/10)", 2: "undecided (2/10)", 1: "fails"}
+
+
+def test_claims_table_reports_a_claim_it_cannot_judge_instead_of_dropping_it(monkeypatch):
+    table = rows({**NONE, "utility_clean": 0.96, "utility_marked": 0.96, "seeds_identified": 10})
     claims = claims_table(table, 0.05)
     assert len(claims) == 4 and set(claims.verdict) == {"holds", "not tested"}  # no extraction rows here
+
+    def broken(rows, claim, drop):
+        raise KeyError("a column this judge needs")
+
+    monkeypatch.setitem(JUDGES, "identification", broken)
+    claims = claims_table(table, 0.05)
+    assert len(claims) == 4
+    assert claims.verdict.str.startswith("error while judging (KeyError").sum() == 1
+    unknown = claims_table(table.assign(defense="a_defense_no_longer_registered"), 0.05)
+    assert len(unknown) == 1 and unknown.verdict[0].startswith("not judged (WmbenchError")
+
+
+def test_the_summary_calls_the_none_column_only_where_the_seeds_decide():
+    defense = registry.get_defense("vlpmarker").name
+    for k, expected in ((10, "verified"), (9, "verified"), (8, "undecided (8/10)"), (1, "not verified")):
+        cell = summary_matrix(rows({**NONE, "defense": defense, "seeds_detected_calibrated": k})).loc[0, "none"]
+        assert cell.startswith(expected), (k, cell)
+
+
+@pytest.mark.parametrize("removed,expected", [(10, "removed"), (9, "removed"), (8, "undecided (8/10)"),
+                                              (1, "kept")])
+def test_the_summary_cell_of_an_attack_follows_the_rows_decided_verdict(removed, expected):
+    from bench.report import removal
+
+    verdict = removal(0.5, [0.1] * removed + [0.9] * (10 - removed), [True] * 10, [0.9] * 10)
+    table = rows(NONE, {"attack": "pruning", "strength": "0.9", "utility_attacked": 0.9,
+                        "verification_rate_calibrated": 0.5, **verdict})
+    assert summary_matrix(table).loc[0, "pruning"].startswith(expected)

@@ -54,29 +54,35 @@ def test_false_positives_count_distinct_units_not_repeated_checks():
     assert row.n_innocent_models == 4 and row.n_wrong_keys == 6 and row.n_attacked_clean == 3
     # one model flagged under one key (seed 2's): one unit of 4 + 6 + 3 = 13
     assert row.false_positive_rate == pytest.approx(1 / 13)
-    from bench.report import wilson
+    from bench.scoring import wilson
 
     assert (row.fpr_ci_low, row.fpr_ci_high) == pytest.approx(wilson(1, 13))
 
 
 def test_removal_needs_the_mark_gone_and_the_utility_kept():
-    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(3)}
-    cells = [cell(0, 0.05, 0.94),  # undetected, utility kept: removed
-             cell(1, 0.05, 0.60),  # undetected, but utility lost: not a success
-             cell(2, 0.95, 0.94)]  # still detected
-    row = leaderboard(cells, preps, fpr_target=0.01, max_utility_drop=0.05).iloc[0]
-    assert row.removal_rate == pytest.approx(1 / 3)
-    assert row.attack_succeeded == "no: utility lost"  # the mark went in 2 of 3 seeds, but one paid for it
-    kept = leaderboard([cell(s, 0.95, 0.94) for s in range(3)], preps, fpr_target=0.01).iloc[0]
-    assert kept.removal_rate == 0 and kept.attack_succeeded == "no: mark kept"
-    lost = leaderboard([cell(s, 0.05, 0.5) for s in range(3)], preps, fpr_target=0.01).iloc[0]
-    assert lost.removal_rate == 0 and lost.attack_succeeded == "no: utility lost"
-    removed = leaderboard([cell(s, 0.05, 0.93) for s in range(3)], preps, fpr_target=0.01).iloc[0]
-    assert removed.removal_rate == 1 and removed.attack_succeeded == "yes"
-    assert removed.removal_verdict == "undecided at 3 seeds"  # 3/3: the 95 % interval still reaches below ½
-    many = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(12)}
-    decided = leaderboard([cell(s, 0.05, 0.93) for s in range(12)], many, fpr_target=0.01).iloc[0]
-    assert decided.removal_verdict == "removed"
+    def row_of(cells: list[CellResult], n: int):
+        preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(n)}
+        return leaderboard(cells, preps, fpr_target=0.01, max_utility_drop=0.05).iloc[0]
+
+    # 10 seeds: removed in 1 (undetected, utility kept), utility lost in 8, detected in 1: decided "no"
+    mixed = row_of([cell(0, 0.05, 0.94)] + [cell(s, 0.05, 0.60) for s in range(1, 9)] + [cell(9, 0.95, 0.94)], 10)
+    assert mixed.removal_rate == pytest.approx(0.1) and mixed.seeds_removed == 1
+    assert mixed.attack_succeeded == "no: utility lost" and mixed.removal_verdict == "kept"
+    kept = row_of([cell(s, 0.95, 0.94) for s in range(10)], 10)
+    assert kept.removal_rate == 0 and kept.attack_succeeded == "no: mark kept" and kept.removal_verdict == "kept"
+    removed = row_of([cell(s, 0.05, 0.93) for s in range(10)], 10)
+    assert removed.removal_rate == 1 and removed.attack_succeeded == "yes" and removed.removal_verdict == "removed"
+    # the boundaries of the 95 % interval at 10 seeds: 9/10 decides, 8/10 and 2/10 do not, 1/10 does
+    nine = row_of([cell(s, 0.05, 0.93) for s in range(9)] + [cell(9, 0.95, 0.93)], 10)
+    assert nine.attack_succeeded == "yes"
+    eight = row_of([cell(s, 0.05, 0.93) for s in range(8)] + [cell(s, 0.95, 0.93) for s in (8, 9)], 10)
+    assert eight.attack_succeeded == eight.removal_verdict == "undecided (8/10)"
+    two = row_of([cell(s, 0.05, 0.93) for s in range(2)] + [cell(s, 0.95, 0.93) for s in range(2, 10)], 10)
+    assert two.attack_succeeded == "undecided (2/10)"
+    # 3 of 3 seeds never decide, 5 of 5 do
+    assert row_of([cell(s, 0.05, 0.93) for s in range(3)], 3).attack_succeeded == "undecided (3/3)"
+    assert row_of([cell(s, 0.05, 0.93) for s in range(5)], 5).attack_succeeded == "yes"
+    assert row_of([cell(s, 0.05, 0.93) for s in range(4)] + [cell(4, 0.9, 0.9)], 5).attack_succeeded == "undecided (4/5)"
 
 
 def unattacked(seed: int, score: float) -> CellResult:
@@ -85,21 +91,30 @@ def unattacked(seed: int, score: float) -> CellResult:
 
 
 def test_an_attack_cannot_remove_a_mark_that_was_not_there():
-    """A seed whose owner's unattacked model is not detected counts as no removal; when that is most seeds,
-    the row says so instead of `yes`, and the papers' robustness claims are not judged from it."""
+    """A seed whose owner's unattacked model is not detected counts as no removal; when the seeds decide that
+    the mark was absent, the row says so instead of `yes`, and the papers' robustness claims are not judged
+    from it; when they do not decide, the summary says `undecided before (k/n)`."""
 
-    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(3)}
-    attacked = [cell(s, 0.05, 0.94) for s in range(3)]  # undetected after the attack, utility kept
-    marked_everywhere = [unattacked(s, 0.95) for s in range(3)]
+    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(10)}
+    attacked = [cell(s, 0.05, 0.94) for s in range(10)]  # undetected after the attack, utility kept
+    marked_everywhere = [unattacked(s, 0.95) for s in range(10)]
     table = leaderboard(attacked + marked_everywhere, preps, fpr_target=0.01)
     assert table.set_index("attack").loc["pruning", "attack_succeeded"] == "yes"
-    mostly_absent = [unattacked(0, 0.95), unattacked(1, 0.05), unattacked(2, 0.05)]  # the mark took in seed 0 only
+    assert summary_matrix(table).set_index("defense").loc["null_embedding", "none"].startswith("verified")
+    mostly_absent = [unattacked(0, 0.95)] + [unattacked(s, 0.05) for s in range(1, 10)]  # the mark took in seed 0
     table = leaderboard(attacked + mostly_absent, preps, fpr_target=0.01)
     row = table.set_index("attack").loc["pruning"]
-    assert row.removal_rate == pytest.approx(1 / 3) and row.attack_succeeded == "no: mark not detected before the attack"
+    assert row.removal_rate == pytest.approx(0.1) and row.attack_succeeded == "no: mark not detected before the attack"
     verdict = survives(table.assign(model_kind="classifier"), Claim("survives pruning", "survives", ("pruning",)), 0.05)
     assert verdict.verdict.startswith("not tested")
-    assert summary_matrix(table).set_index("defense").loc["null_embedding", "pruning"].startswith("not verified before")
+    summary = summary_matrix(table).set_index("defense").loc["null_embedding"]
+    assert summary["pruning"].startswith("not verified before") and summary["none"].startswith("not verified")
+    half = [unattacked(s, 0.95 if s < 6 else 0.05) for s in range(10)]  # 6 of 10: undecided
+    table = leaderboard(attacked + half, preps, fpr_target=0.01)
+    summary = summary_matrix(table).set_index("defense").loc["null_embedding"]
+    assert summary["none"].startswith("undecided (6/10)") and summary["pruning"].startswith("undecided (6/10)")
+    assert survives(table, Claim("survives pruning", "survives", ("pruning",)), 0.05).verdict.startswith(
+        "not tested (the owner's own unattacked model: undecided (6/10))")
 
 
 def test_a_pretrained_vlp_source_takes_its_innocents_from_named_checkpoints_only():

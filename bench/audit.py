@@ -1,0 +1,133 @@
+"""`wmbench reproduce`: a reviewer's audit of a published leaderboard. It recomputes chosen cells from scratch in
+a fresh artifact cache, with the published run's profile, seeds and kernel setting, and compares every stored
+field of each cell but its timings and memory with the published database."""
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import RunConfig
+from bench.executors import LocalExecutor, SerialExecutor
+from bench.lockfile import code_version, lock_status
+from bench.portable import pin_kernels
+from bench.protocols import WmbenchError
+from bench.results import DB_NAME, CellId, CellResult, ResultsDB
+from bench.runner import run_cell
+
+# Fields of a cell that describe the machine's run, not the method's result.
+UNCOMPARED = ("seconds", "peak_rss_mb", "peak_gpu_mb", "device", "traceback")
+
+
+@dataclass
+class CellAudit:
+    cell: CellId
+    differences: list[str] = field(default_factory=list)  # 'field: published X, recomputed Y'
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    def line(self) -> str:
+        c = self.cell
+        name = f"{c.defense} × {c.attack}[{c.strength}] seed {c.seed}"
+        return f"{name}: identical" if self.identical else f"{name}: differs — {'; '.join(self.differences)}"
+
+
+def published_config(folder: Path) -> tuple[dict, str]:
+    """The run configuration recorded in a published folder, and its profile label."""
+    if not (folder / DB_NAME).is_file():
+        raise WmbenchError(f"no results database in {folder} (a published folder holds results.sqlite)")
+    config = ResultsDB(folder, "default").meta("config")
+    if not config or "profile" not in config:
+        raise WmbenchError(f"{folder / DB_NAME} records no run configuration; it cannot be reproduced")
+    label = RunConfig(profile=config["profile"], vlp=config.get("vlp"), data=config.get("data"), out=folder).label
+    return config, label
+
+
+def differences(published: Any, recomputed: Any, path: str = "") -> list[str]:
+    """Every leaf where two stored values differ (floats bit for bit; NaN equals NaN)."""
+    if isinstance(published, dict) and isinstance(recomputed, dict):
+        out = []
+        for name in sorted(published.keys() | recomputed.keys()):
+            if not path and name in UNCOMPARED:
+                continue
+            out += differences(published.get(name), recomputed.get(name), f"{path}.{name}" if path else name)
+        return out
+    if isinstance(published, list) and isinstance(recomputed, list) and len(published) == len(recomputed):
+        return [d for i, (a, b) in enumerate(zip(published, recomputed)) for d in differences(a, b, f"{path}[{i}]")]
+    same = (published == recomputed or (isinstance(published, float) and isinstance(recomputed, float)
+                                        and math.isnan(published) and math.isnan(recomputed)))
+    return [] if same else [f"{path}: published {published!r}, recomputed {recomputed!r}"]
+
+
+def stored(result: CellResult) -> dict:
+    """A cell as the database stores it (JSON round trip: tuples become lists, keys strings)."""
+    import json
+
+    return json.loads(json.dumps(asdict(result)))
+
+
+def select(cells: list[CellResult], sample: int | None, defenses: list[str], attacks: list[str],
+           seed: int = 0) -> list[CellResult]:
+    """The finished cells to recompute: those of the named defenses and attacks, then `sample` of them drawn
+    with a fixed seed (all when `sample` is None)."""
+    chosen = [c for c in cells if c.status == "ok" and (not defenses or c.cell.defense in defenses)
+              and (not attacks or c.cell.attack in attacks)]
+    if not chosen:
+        raise WmbenchError("no finished cell of the published run matches --defenses/--attacks")
+    if sample is not None:
+        if sample <= 0:
+            raise WmbenchError(f"--sample must be a positive integer, got {sample}")
+        chosen = sorted(random.Random(seed).sample(chosen, min(sample, len(chosen))),
+                        key=lambda c: (c.cell.defense, c.cell.attack, c.cell.strength, c.cell.seed))
+    return chosen
+
+
+def provenance_notes(db: ResultsDB) -> list[str]:
+    """How this checkout differs from what the published run recorded (code commit, lock), as notes."""
+    software = db.meta("software") or {}
+    notes = []
+    recorded_commit = (software.get("code") or {}).get("commit")
+    commit = code_version()["commit"]
+    if recorded_commit and commit and recorded_commit != commit:
+        notes.append(f"the run was made with code {recorded_commit[:10]}, this checkout is {commit[:10]}")
+    status = lock_status()
+    if software.get("lock_sha256") and status.lock_sha256 != software["lock_sha256"]:
+        notes.append("the run's requirements.lock differs from this checkout's")
+    if not status.locked:
+        notes.append("the installed packages are not the lock's (run `make install`)")
+    return notes
+
+
+def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = (), attacks: list[str] = (),
+              cache: Path | None = None, workers: int = 1) -> tuple[list[CellAudit], list[str]]:
+    """Recompute the selected cells of the published run in `folder` from scratch (in `cache`, by default a
+    new temporary folder) and compare them with the published ones; also returns provenance notes."""
+    folder = Path(folder)
+    config, label = published_config(folder)
+    db = ResultsDB(folder, label)
+    chosen = select(db.cells(), sample, list(defenses), list(attacks))
+    portable = bool((db.meta("environment") or {}).get("portable"))
+    with tempfile.TemporaryDirectory(prefix="wmbench-reproduce-") as scratch:
+        cfg = RunConfig(defenses=sorted({c.cell.defense for c in chosen}), attacks=sorted({c.cell.attack for c in chosen}),
+                        seeds=config.get("seeds"), out=Path(scratch) / "run", profile=config["profile"],
+                        vlp=config.get("vlp"), data=config.get("data"), cache=cache or Path(scratch) / "cache",
+                        device="cpu", workers=workers, portable=portable,
+                        fpr_target=config.get("fpr_target", 0.01),
+                        max_utility_drop=config.get("max_utility_drop", 0.05))
+        if portable:
+            pin_kernels()
+        executor = LocalExecutor(workers) if portable or workers > 1 else SerialExecutor()
+        published = {c.cell: c for c in chosen}
+        audits = []
+        with executor:
+            for (_, cell), outcome in executor.map(run_cell, [(cfg, c.cell) for c in chosen]):
+                if not isinstance(outcome, CellResult):
+                    outcome = CellResult(cell, f"failed: worker: {outcome!r}"[:300])
+                audits.append(CellAudit(cell, differences(stored(published[cell]), stored(outcome))))
+    order = {c.cell: i for i, c in enumerate(chosen)}
+    return sorted(audits, key=lambda a: order[a.cell]), provenance_notes(db)
