@@ -33,13 +33,14 @@ class Profile:
     n_wrong_keys: int = 20  # other users' keys checked against every marked model
     vlp_innocents: tuple[str, ...] = ()  # with a pretrained VLP source: other checkpoints, the innocent models
     mixed_precision: bool = False  # train in bfloat16 autocast on CUDA (never on CPU; verification stays float32)
+    clean_control_seeds: int = 3  # seeds in which each attack also runs on the clean model (an innocent control)
     seeds: int = 10  # owner seeds per cell when the run does not say (`--seeds`): enough for a Wilson interval to decide
 
     # Fields that only attacks and the runner's bookkeeping read. They are left out of the cache descriptors
     # of clean, keyed and watermarked models (`describe(for_models=True)`), so changing an attack budget
     # retrains none of those; a defense's make_key/watermark must not read them.
     ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_epochs", "cleanse_rounds", "n_innocent",
-                                              "n_wrong_keys", "vlp_innocents")
+                                              "n_wrong_keys", "vlp_innocents", "clean_control_seeds")
     # Fields of the run rather than of any model or attack (the run records its seeds in its config).
     RUN_ONLY: ClassVar[tuple[str, ...]] = ("seeds",)
 

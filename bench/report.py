@@ -145,7 +145,8 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
         checks = [r.check for r in ok]
         scores = [c.statistic for c in checks]
         pool = pools.get(defense, [])
-        matched = [u for r in ok for u in units([r.matched_innocent], "attacked clean", r.cell.seed)]
+        matched = [u for r in ok if r.matched_innocent is not None
+                   for u in units([r.matched_innocent], "attacked clean", r.cell.seed)]
         seeds = {p.seed for p in preps}
         row_units = [u for u in pool if u.seed < 0 or u.seed in seeds] + matched
         k, n = _rate(checks)
@@ -298,7 +299,8 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
   `n_innocent_models` distinct clean models of the kind (independently trained by the owner's recipe, every
   other one on the attacker's split, data the owner never used; a model checked with every seed's owner
   key counts as one unit, flagged if any check flags it), `n_wrong_keys` distinct other users' keys on the
-  marked model, and `n_attacked_clean` clean models put through the same attack. The interval is over
+  marked model, and `n_attacked_clean` clean models put through the same attack (the owner's clean
+  models of the profile's first `clean_control_seeds` seeds). The interval is over
   those units, never over repeated checks.
 - Calibrated columns (method): the innocent models and wrong keys of a defense form its calibration pool,
   split into two fixed halves. A threshold on the statistic (oriented: larger = more evidence of the

@@ -10,19 +10,22 @@ import dataclasses
 import functools
 import itertools
 import json
+import os
 import resource
+import signal
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
 from bench import registry
-from bench.cache import ArtifactCache, default_cache_dir, weights_digest
+from bench.cache import ArtifactCache, StorageError, default_cache_dir, weights_digest
 from bench.config import Profile, RunConfig
 from bench.context import Clean, Context, derive_seed, innocent_pool, innocent_pool_gap
 from bench.datasets import load_dataset
@@ -31,7 +34,7 @@ from bench.kinds.models import architecture_for
 from bench.lockfile import environment_record
 from bench.portable import PINNED_ISA, environment, pin_kernels
 from bench.protocols import Defense, Key, WmbenchError
-from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
+from bench.results import CellId, CellResult, Check, Prepared, ResultsDB, exclusive_run
 from bench.training import mixed_precision
 
 
@@ -239,7 +242,10 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
         ctx = wb.context(defense.model_kind, cell.seed, cell.defense)
         marked, key = wb.marked(defense, ctx)
         outcome = ctx.attacked(attack, marked, cell.strength)
-        clean_outcome = ctx.attacked(attack, ctx.base_model(), cell.strength)
+        # the same attack on the owner's clean model, an innocent control, in the first seeds only (the
+        # profile's `clean_control_seeds`): it doubles an attack's cost wherever no other cell shares it
+        controlled = cell.seed < wb.profile.clean_control_seeds
+        clean_outcome = ctx.attacked(attack, ctx.base_model(), cell.strength) if controlled else None
         pirate = outcome.pirate_key
         check = Check.of(defense.verify(ctx, outcome.model, key))
         others = [defense.verify(ctx, outcome.model, wrong).statistic for wrong in wb.wrong_keys(defense, ctx)]
@@ -248,12 +254,14 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
             utility_attacked=ctx.utility(outcome.model),
             check=check,
             identified=check.statistic > max(others, default=float("-inf")),
-            matched_innocent=Check.of(defense.verify(ctx, clean_outcome.model, key)),
+            matched_innocent=None if clean_outcome is None else Check.of(defense.verify(ctx, clean_outcome.model, key)),
             pirate_check=None if pirate is None else Check.of(defense.verify(ctx, outcome.model, pirate)),
-            pirate_clean_check=(None if clean_outcome.pirate_key is None else
+            pirate_clean_check=(None if clean_outcome is None or clean_outcome.pirate_key is None else
                                 Check.of(defense.verify(ctx, clean_outcome.model, clean_outcome.pirate_key))),
             attack_report=outcome.report,
         )
+    except StorageError:  # the disk refused a write: not the method's fault, it stops the run in one line
+        raise
     except Exception as e:  # a failing method fails its cell, not the matrix
         reason = f"{e.__class__.__name__}: {e}".replace("\n", " ")[:300]
         result = CellResult(cell, f"failed: {reason}", traceback=traceback.format_exc())
@@ -286,6 +294,65 @@ class Summary:
     outside: int = 0  # cells outside the threat model (recorded n/a, not run)
 
 
+class _Interrupt:
+    """Ctrl-C during a run: the first press stops handing out tasks, so the run ends once the tasks in
+    flight are done (each stored as it finishes); a second press stops it at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        os.write(2, b"\nwmbench: stopping after the cells in flight (Ctrl-C again to stop now)\n")
+
+    def until_requested(self, tasks: Iterable[T]) -> Iterator[T]:
+        for task in tasks:
+            if self.requested:
+                return
+            yield task
+
+
+_interrupt = _Interrupt()  # the running run's
+
+
+def _wave(executor: Executor, task: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[tuple[tuple, Any]]:
+    """`executor.map(task, tasks)`, handing out no new task after Ctrl-C. A task whose disk refused a write
+    stops the run with that one-line error (it is no method's failure, and every later task would hit it)."""
+    for args, outcome in executor.map(task, _interrupt.until_requested(tasks)):
+        if isinstance(outcome, StorageError):
+            raise outcome
+        yield args, outcome
+
+
+def _exclusive_and_interruptible(run: Callable[[RunConfig, Executor | None, bool], Summary]
+                                 ) -> Callable[[RunConfig, Executor | None, bool], Summary]:
+    """Run with the output folder held (a second run into it is refused in one line) and with Ctrl-C
+    stopping it after the cells in flight, then raising KeyboardInterrupt (the CLI says how to resume)."""
+
+    @functools.wraps(run)
+    def guarded(cfg: RunConfig, executor: Executor | None = None, progress: bool = True) -> Summary:
+        global _interrupt
+        make_plan(cfg)  # bad input is refused before the output folder is touched
+        _interrupt = interrupt = _Interrupt()
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, interrupt) if in_main_thread else None
+        try:
+            with exclusive_run(cfg.out):
+                summary = run(cfg, executor, progress)
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            _interrupt = _Interrupt()
+        if interrupt.requested:
+            raise KeyboardInterrupt
+        return summary
+
+    return guarded
+
+
+@_exclusive_and_interruptible
 def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool = True) -> Summary:
     """Evaluate every pending cell of `cfg` into `cfg.out`, then rebuild the leaderboard files."""
     from bench.report import write_leaderboard
@@ -326,7 +393,7 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
                 db.set_meta("environment", env)
         wave_start, task_s = time.perf_counter(), 0.0
         digests: dict[tuple[str, Clean], str] = {}
-        for (_, kind, clean), outcome in executor.map(build_base, [(cfg, k, c) for k, c in bases]):
+        for (_, kind, clean), outcome in _wave(executor, build_base, [(cfg, k, c) for k, c in bases]):
             if isinstance(outcome, tuple):  # a base that fails to build fails the groups that need it, below
                 task_s += outcome[0]
                 digests[(kind, clean)] = outcome[1]
@@ -335,7 +402,7 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
         check_innocents_are_distinct(innocent, owned)
         timing.append(WaveTiming("bases", len(bases), time.perf_counter() - wave_start, task_s))
         wave_start, task_s = time.perf_counter(), 0.0
-        for (_, d, s), outcome in executor.map(prepare, [(cfg, d, s) for d, s in todo_groups]):
+        for (_, d, s), outcome in _wave(executor, prepare, [(cfg, d, s) for d, s in todo_groups]):
             if isinstance(outcome, BaseException):
                 failed_groups[(d, s)] = f"{outcome.__class__.__name__}: {outcome}".replace("\n", " ")[:300]
             else:
@@ -350,7 +417,7 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
         runnable = [(cfg, c) for c in pending if (c.defense, c.seed) not in failed_groups]
         wave_start, task_s = time.perf_counter(), 0.0
         outcomes = (r if isinstance(r, CellResult) else CellResult(args[1], f"failed: worker: {r!r}"[:300])
-                    for args, r in executor.map(run_cell, runnable))
+                    for args, r in _wave(executor, run_cell, runnable))
         for result in _with_progress(outcomes, len(runnable), progress):
             db.put_cell(result)
             task_s += result.seconds or 0.0

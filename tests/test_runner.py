@@ -84,3 +84,21 @@ def test_ray_executor_runs_the_matrix_on_a_local_cluster(run_config):
     cfg = run_config(defenses=["null_embedding"], attacks=["none"])
     summary = run_matrix(cfg, make_executor("ray", 2), progress=False)
     assert (summary.ran, summary.failed) == (1, 0)
+
+
+def test_the_clean_control_runs_only_in_the_profiles_first_seeds(run_config, monkeypatch):
+    """Each attack also runs on the owner's clean model as an innocent control, in the first
+    `clean_control_seeds` seeds only; later seeds record no control and the row counts only those it has."""
+    import dataclasses
+
+    import pandas as pd
+
+    from bench import config
+
+    monkeypatch.setitem(config.PROFILES, "smoke", dataclasses.replace(config.PROFILES["smoke"], clean_control_seeds=1))
+    cfg = run_config(defenses=["null_embedding"], attacks=["pruning"], strengths=["0.5"], profile="smoke", seeds=2)
+    run_matrix(cfg, progress=False)
+    cells = {r.cell.seed: r for r in ResultsDB(cfg.out, "smoke").cells()}
+    assert cells[0].matched_innocent is not None and cells[1].matched_innocent is None
+    row = pd.read_csv(cfg.out / "leaderboard.csv").iloc[0]
+    assert row.n_seeds == 2 and row.n_attacked_clean == 1
