@@ -1,16 +1,22 @@
 """Content-addressed artifact cache: models and keys stored once under the hash of everything that
-determines them, as safetensors plus a JSON sidecar (recipe, descriptor, file hash). Nothing is
-pickled. A corrupt or truncated file is rebuilt with a warning, never loaded. A build holds a file lock
-on its entry, so worker processes (or machines sharing the folder) that need the same artifact at the
-same time build it once: the others wait and load it."""
+determines them, as safetensors plus a JSON sidecar (recipe, descriptor, file hash), and small JSON
+records. Nothing is pickled. A corrupt entry of any kind (a truncated or altered data file, a missing or
+unreadable sidecar, a sidecar or record of another descriptor) is rebuilt with a warning, never loaded. A
+build holds a file lock on its entry, so worker processes (or machines sharing the folder) that need the
+same artifact at the same time build it once: the others wait and load it. Every file is written through a
+temporary file and a rename (`atomic_write`); a disk that refuses a write raises `StorageError`."""
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -75,18 +81,80 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+class StorageError(WmbenchError):
+    """The disk refused a write (full, read-only, no permission): a fault of the machine, not of a method,
+    so it stops a run in one line instead of failing its cells."""
+
+
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+_HOST = socket.gethostname()
+
+
+def storage_errno(error: BaseException) -> int | None:
+    """The errno of a write the disk refused: an OSError's, or the one in the text of the Rust I/O errors
+    that safetensors raises ('... No space left on device (os error 28)'); None for any other error."""
+    code = error.errno if isinstance(error, OSError) else None
+    if code is None and not isinstance(error, WmbenchError):
+        found = re.search(r"\(os error (\d+)\)", str(error))
+        code = int(found.group(1)) if found else None
+    return code if code in _STORAGE_ERRNOS else None
+
+
+def refused(path: Path, error: BaseException) -> StorageError | None:
+    """`error` as the StorageError of writing `path` when the disk refused the write, else None."""
+    code = storage_errno(error)
+    return None if code is None else StorageError(f"cannot write {path}: {os.strerror(code)}")
+
+
+def _alive(pid: int) -> bool:
     try:
-        write(Path(tmp))
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_orphans(path: Path) -> list[Path]:
+    """Remove the temporary files of `path` that a writer on this host left when it was killed (its process
+    is gone); those of live writers, and of other hosts sharing the folder, stay. Returns what it removed."""
+    removed = []
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        host_pid_random = tmp.name[len(prefix):-len(".tmp")].rsplit(".", 2)
+        if len(host_pid_random) != 3:
+            continue
+        host, pid, _ = host_pid_random
+        if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file. The
+    temporary file is named after this host and process, so the next write of `path` removes those a killed
+    writer left behind (`remove_orphans`). A write the disk refuses raises StorageError, leaving nothing."""
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(path)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as e:
+        if tmp is not None:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        refusal = refused(path, e)
+        if refusal is None:
+            raise
+        raise refusal from e
 
 
 def load_model_file(path: str | Path, spec: dict[str, Any] | None = None) -> nn.Module:
@@ -125,23 +193,35 @@ class ArtifactCache:
         return self.root / h[:2] / f"{h}.safetensors", self.root / h[:2] / f"{h}.json"
 
     def _read(self, descriptor: dict[str, Any], load: Callable[[Path, dict], Any]) -> Any | None:
-        data, sidecar = self._paths(digest(descriptor))
-        if not (data.exists() and sidecar.exists()):
+        h = digest(descriptor)
+        data, sidecar = self._paths(h)
+        if not data.exists():  # never built, or its build was cut short (the data file is put in place last)
             return None
         try:
-            meta = json.loads(sidecar.read_text())
+            try:
+                meta = json.loads(sidecar.read_text())
+            except FileNotFoundError:
+                raise ValueError("its sidecar is missing") from None
+            if digest(meta["descriptor"]) != h:
+                raise ValueError("its sidecar describes another artifact")
             if meta["sha256"] != file_sha256(data):
                 raise ValueError("hash mismatch")
             return load(data, meta)
-        except (ValueError, KeyError, OSError, WmbenchError, SafetensorError) as e:
+        except (ValueError, KeyError, TypeError, OSError, WmbenchError, SafetensorError) as e:
             warnings.warn(f"cache entry {data.name} is corrupt ({e}); rebuilding", stacklevel=3)
             return None
 
     def _write(self, descriptor: dict[str, Any], save: Callable[[Path], None], extra: dict[str, Any]) -> None:
+        """Write an entry: its data to a temporary file, then its sidecar (with the data's hash), then the
+        data into place, so a data file always has its sidecar and an entry cut short is simply missing."""
         data, sidecar = self._paths(digest(descriptor))
-        atomic_write(data, save)
-        meta = {"descriptor": descriptor, "sha256": file_sha256(data), **extra}
-        atomic_write(sidecar, lambda p: p.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str)))
+
+        def save_and_describe(tmp: Path) -> None:
+            save(tmp)
+            meta = {"descriptor": descriptor, "sha256": file_sha256(tmp), **extra}
+            atomic_write(sidecar, lambda p: p.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str)))
+
+        atomic_write(data, save_and_describe)
 
     def load_model(self, descriptor: dict[str, Any]) -> nn.Module | None:
         """The cached model for `descriptor`, or None."""
@@ -161,9 +241,19 @@ class ArtifactCache:
         finds it built when it gets the lock). Locks are only ever taken on an artifact's own inputs
         while it is built, which can never form a cycle."""
         path = self.root / "locks" / f"{digest(descriptor)}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(path):
+        lock = FileLock(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as e:
+            refusal = refused(path, e)
+            if refusal is None:
+                raise
+            raise refusal from e
+        try:
             yield
+        finally:
+            lock.release()
 
     def model(self, descriptor: dict[str, Any], build: Callable[[], nn.Module]) -> nn.Module:
         """The cached model for `descriptor`, built (and stored) on a miss."""
@@ -197,15 +287,22 @@ class ArtifactCache:
             return store()
 
     def record(self, descriptor: dict[str, Any], value: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """A small JSON record: stores `value` when given, else returns the stored one (None if absent or
-        unreadable)."""
+        """A small JSON record: stores `value` when given, else returns the stored one (None if absent; a
+        corrupt record, or one of another descriptor, is None with a warning, so its work is done again)."""
         path = self.root / "records" / f"{digest(descriptor)}.json"
         if value is not None:
             atomic_write(path, lambda p: p.write_text(json.dumps({"descriptor": descriptor, "value": value},
                                                                  default=str)))
             return value
         try:
-            return json.loads(path.read_text())["value"]
-        except (OSError, ValueError, KeyError):
+            stored = json.loads(path.read_text())
+            if digest(stored["descriptor"]) != digest(descriptor):
+                raise ValueError("it records another artifact")
+            if not isinstance(stored["value"], dict):
+                raise TypeError("its value is not a mapping")
+            return stored["value"]
+        except FileNotFoundError:
             return None
-
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            warnings.warn(f"cache record {path.name} is corrupt ({e}); recomputing", stacklevel=2)
+            return None

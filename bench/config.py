@@ -22,8 +22,8 @@ class Profile:
     classifier_arch: str = "small_cnn"  # a registered classifier architecture (`wmbench list`)
     encoder_arch: str = "conv_encoder"  # a registered encoder architecture
     vlp: str = "wmbench-clip-tiny"  # an open_clip model config trained here, or open_clip:<model>:<pretrained>
-    classifier_epochs: int = 15  # one-cycle schedule (bench/kinds/ BASE_LR); was 25 at a constant rate
-    encoder_epochs: int = 20  # one-cycle; was 30
+    classifier_epochs: int = 15  # one-cycle schedule (bench/kinds/base.py BASE_LR)
+    encoder_epochs: int = 20  # one-cycle
     clip_epochs: int = 40
     embed_epochs: int = 30  # epochs of a watermark fine-tuned into a trained model (AWEncoder), constant rate
     attack_epochs: int = 6  # epochs an attacker spends training (fine-tuning, unlearning)
@@ -51,12 +51,12 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # The embedded default: scikit-learn's digits are 8×8 images, so 16×16 keeps every pixel they have (32×32
-    # quadrupled the arithmetic of every convolution and ViT token for no information; README, "Performance");
+    # would quadruple the arithmetic of every convolution and ViT token for no information; docs/performance.md);
     # the CLIP config for 16×16 inputs has a quarter of the image tokens, and 24 epochs reach 40's accuracy.
     "default": Profile(image_size=16, vlp="wmbench-clip-tiny-16", clip_epochs=24),
     # The standard leaderboard: real data (Fashion-MNIST, 28×28, the official test set) at a training subset and
-    # budgets chosen so that the whole matrix runs cold in ≤ 90 min on 2 CPU cores (README, "The standard
-    # leaderboard"): 9,000 training images (owner 6,000, attacker 3,000), epochs fewer than the default's where
+    # budgets chosen so that the whole matrix runs cold in ≤ 90 min on 2 CPU cores (docs/performance.md, "What
+    # the budget buys"): 9,000 training images (owner 6,000, attacker 3,000), epochs fewer than the default's where
     # a recipe sees 6.7× more images per epoch.
     "standard": Profile(name="standard", dataset="fashion_mnist", image_size=28, train_limit=9000,
                         encoder_epochs=12, clip_epochs=16, embed_epochs=12, attack_epochs=3, seeds=5),

@@ -1,12 +1,16 @@
 """Executors spread independent tasks over workers: `serial` (in this process), `local` (worker
 processes, one per core by default) and `ray`
 (a Ray cluster; optional extra). Each yields (args, outcome) pairs as tasks finish; an exception
-raised by a task comes back as its outcome instead of stopping the others."""
+raised by a task comes back as its outcome instead of stopping the others. Tasks are drawn from the
+iterable as workers free up (serial, local), so a caller that stops handing them out stops the map after
+the tasks in flight."""
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Callable, Iterator, Protocol
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from bench.protocols import WmbenchError
 
@@ -18,7 +22,7 @@ class Executor(Protocol):
 
     def __exit__(self, *exc: object) -> None: ...
 
-    def map(self, fn: Callable[..., Any], tasks: list[Task]) -> Iterator[tuple[Task, Any]]: ...
+    def map(self, fn: Callable[..., Any], tasks: Iterable[Task]) -> Iterator[tuple[Task, Any]]: ...
 
 
 class SerialExecutor:
@@ -28,7 +32,7 @@ class SerialExecutor:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def map(self, fn: Callable[..., Any], tasks: list[Task]) -> Iterator[tuple[Task, Any]]:
+    def map(self, fn: Callable[..., Any], tasks: Iterable[Task]) -> Iterator[tuple[Task, Any]]:
         for args in tasks:
             try:
                 yield args, fn(*args)
@@ -36,31 +40,65 @@ class SerialExecutor:
                 yield args, e
 
 
+def _ignore_interrupts() -> None:
+    """Worker processes leave Ctrl-C to the parent, which lets their tasks in flight finish."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class LocalExecutor:
     """Worker processes (spawned, so each has a clean torch) on this machine; each task uses one torch
-    thread (see `bench.runner.runner_task`), so as many workers as cores fill the machine."""
+    thread (see `bench.runner.runner_task`), so as many workers as cores fill the machine. At most one
+    task per worker is in flight. A worker that dies (killed, out of memory) fails the tasks in flight with
+    BrokenProcessPool; a fresh pool takes the rest."""
 
     def __init__(self, workers: int):
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
 
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_ignore_interrupts)
+
     def __enter__(self) -> "LocalExecutor":
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = self._start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         assert self.pool is not None
+        if exc_type is not None:  # stopped early (Ctrl-C twice, a full disk): the workers ignore SIGINT
+            for process in list((self.pool._processes or {}).values()):
+                process.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def map(self, fn: Callable[..., Any], tasks: list[Task]) -> Iterator[tuple[Task, Any]]:
+    def _submit(self, fn: Callable[..., Any], args: Task) -> Future:
         assert self.pool is not None, "use the executor as a context manager"
-        futures: dict[Future, Task] = {self.pool.submit(fn, *args): args for args in tasks}
-        while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for f in done:
-                args = futures.pop(f)
-                error = f.exception()
-                yield args, (error if error is not None else f.result())
+        try:
+            return self.pool.submit(fn, *args)
+        except BrokenProcessPool:  # a worker died since the last task finished
+            self._restart()
+            return self.pool.submit(fn, *args)
+
+    def _restart(self) -> None:
+        assert self.pool is not None
+        broken, self.pool = self.pool, self._start()
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def map(self, fn: Callable[..., Any], tasks: Iterable[Task]) -> Iterator[tuple[Task, Any]]:
+        todo = iter(tasks)
+        running: dict[Future, tuple[Task, ProcessPoolExecutor | None]] = {}
+        while True:
+            while len(running) < self.workers and (args := next(todo, None)) is not None:
+                future = self._submit(fn, args)
+                running[future] = (args, self.pool)
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                args, pool = running.pop(future)
+                error = future.exception()
+                if isinstance(error, BrokenProcessPool) and pool is self.pool:
+                    self._restart()
+                yield args, (error if error is not None else future.result())
 
 
 def make_executor(name: str, workers: int = 1, address: str | None = None) -> Executor:

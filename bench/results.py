@@ -1,17 +1,46 @@
 """Results as data: one row per evaluated cell and per prepared (defense, seed), in SQLite under the
-output folder, written as each finishes. A cell is stored exactly once (re-runs replace it)."""
+output folder, written as each finishes. A cell is stored exactly once (re-runs replace it). One run at a
+time writes into an output folder (`exclusive_run`); a disk that refuses a write is one error
+(`StorageError`), and SQLite's transactions leave nothing half-written."""
 from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from bench.protocols import Verification
+from filelock import FileLock, Timeout
+
+from bench.cache import StorageError
+from bench.protocols import Verification, WmbenchError
 
 DB_NAME = "results.sqlite"
+RUN_LOCK = ".wmbench-run.lock"  # held by the run writing into the folder
+# SQLite's result codes (and their extended forms) for a database the disk or the system refuses to write
+_REFUSED = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM", "SQLITE_BUSY")
+
+
+@contextmanager
+def exclusive_run(out: Path) -> Iterator[None]:
+    """Hold the output folder `out` for one run: a second run into it is refused in one line (it would
+    compute the same pending cells again). Taking the lock is the run's first write there, so an output
+    folder that cannot be written is reported here, in one line too."""
+    out = Path(out)
+    lock = FileLock(out / RUN_LOCK, timeout=0)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise WmbenchError(f"another `wmbench run` is writing into {out}; wait for it to finish, or use another "
+                           f"--out") from None
+    except OSError as e:
+        raise StorageError(f"cannot write into {out}: {e.strerror or e}") from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @dataclass(frozen=True)
@@ -80,8 +109,11 @@ class ResultsDB:
     def __init__(self, out: Path, profile: str):
         self.path = Path(out) / DB_NAME
         self.profile = profile
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as con, con:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot write into {self.path.parent}: {e.strerror or e}") from e
+        with self._connection() as con:
             con.execute("CREATE TABLE IF NOT EXISTS cells (defense TEXT, attack TEXT, strength TEXT, seed INTEGER,"
                         " profile TEXT, status TEXT, data TEXT, PRIMARY KEY (defense, attack, strength, seed, profile))")
             con.execute("CREATE TABLE IF NOT EXISTS prepared (defense TEXT, seed INTEGER, profile TEXT, data TEXT,"
@@ -91,28 +123,43 @@ class ResultsDB:
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
 
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose statements commit together, closed afterwards. A database the disk refuses to
+        write (full, read-only) raises StorageError, one that is not a database WmbenchError; SQLite rolls
+        the failed transaction back."""
+        try:
+            with closing(self._connect()) as con, con:
+                yield con
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and getattr(e, "sqlite_errorname", "").startswith(_REFUSED):
+                raise StorageError(f"cannot write {self.path}: {e}") from e
+            if getattr(e, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                raise WmbenchError(f"{self.path} is not a readable results database: {e}") from e
+            raise
+
     def put_cell(self, r: CellResult) -> None:
         c = r.cell
-        with closing(self._connect()) as con, con:
+        with self._connection() as con:
             con.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)",
                         (c.defense, c.attack, c.strength, c.seed, self.profile, r.status, json.dumps(asdict(r))))
 
     def put_prepared(self, p: Prepared) -> None:
-        with closing(self._connect()) as con, con:
+        with self._connection() as con:
             con.execute("INSERT OR REPLACE INTO prepared VALUES (?,?,?,?)",
                         (p.defense, p.seed, self.profile, json.dumps(asdict(p))))
 
     def set_meta(self, name: str, value: Any) -> None:
-        with closing(self._connect()) as con, con:
+        with self._connection() as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (name, json.dumps(value)))
 
     def meta(self, name: str, default: Any = None) -> Any:
-        with closing(self._connect()) as con:
+        with self._connection() as con:
             row = con.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
         return default if row is None else json.loads(row[0])
 
     def cells(self) -> list[CellResult]:
-        with closing(self._connect()) as con:
+        with self._connection() as con:
             rows = con.execute("SELECT data FROM cells WHERE profile=? ORDER BY defense, attack, strength, seed",
                                (self.profile,)).fetchall()
         out = []
@@ -125,7 +172,7 @@ class ResultsDB:
         return out
 
     def prepared(self) -> dict[tuple[str, int], Prepared]:
-        with closing(self._connect()) as con:
+        with self._connection() as con:
             rows = con.execute("SELECT data FROM prepared WHERE profile=?", (self.profile,)).fetchall()
         out = {}
         for (data,) in rows:
@@ -137,7 +184,7 @@ class ResultsDB:
 
     def done(self) -> set[CellId]:
         """Cells that finished ok or were found outside the threat model (failed cells are tried again)."""
-        with closing(self._connect()) as con:
+        with self._connection() as con:
             rows = con.execute("SELECT defense, attack, strength, seed FROM cells WHERE profile=? AND "
                                "(status='ok' OR status LIKE 'n/a%')", (self.profile,)).fetchall()
         return {CellId(*r) for r in rows}

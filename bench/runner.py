@@ -176,7 +176,7 @@ def runner_task(task: Callable[..., T]) -> Callable[..., T]:
     numpy, scipy and scikit-learn, and the run's training precision, whoever calls it: CPU float results
     depend on the thread count, so this keeps every number independent of the executor and of the number of
     workers. The BLAS limit also matters for speed: with one worker per core, a linear probe whose BLAS
-    spawned a thread per core ran 30× slower (10 s instead of 0.3 s on 4,000 features, oversubscribed)."""
+    spawns a thread per core runs 30× slower (10 s against 0.3 s on 4,000 features, oversubscribed)."""
 
     @functools.wraps(task)
     def run(cfg: RunConfig, *args):

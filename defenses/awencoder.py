@@ -3,26 +3,23 @@ Wu, Lu, Sun; arXiv 2208.03948).
 
 No code was released; everything below the abstract is a reconstruction:
 - Key: a key image cut by the owner's secret from the shipped sample photos (a crop at a secret position
-  and scale: a continuous space, so two secrets never share a key image — drawn from the 256-image
-  out-of-distribution pool, as first built, 12 % of seeds gave one of 30 wrong or null keys the owner's
-  own image and δ), and the watermark δ, one perturbation for every marked sample, ‖δ‖∞ ≤ ε = 0.2 on
-  [0, 1] images (a bound at which our small CNN on upscaled 8×8 digits learns the mark).
+  and scale: a continuous space, so two secrets never share a key image, and with it their δ), and the
+  watermark δ, one perturbation for every marked sample, ‖δ‖∞ ≤ ε = 0.2 on [0, 1] images (a bound at which
+  our small CNN on upscaled 8×8 digits learns the mark).
 - Watermark generation (adversarial, as the abstract describes): δ is optimised on the *clean* encoder
   (256 owner images) by projected signed-gradient steps within ‖δ‖∞ ≤ ε so that marked samples x+δ leave
   their own embedding (lower cos(f(x+δ), f(x))) and surround the key image's (higher cos(f(x+δ), f(key))),
   from zero, step ε/10, until the objective stops improving (less than 1e-3 over 10 steps; at most
   `pgd_max_steps`); the key records the similarities reached and the steps taken.
 - Embedding: the encoder is fine-tuned for `embed_epochs` epochs (30 in the default profile, at a constant
-  rate: 20 one-cycle epochs, the base encoder's new recipe, left one key's mark at a gain of 0.13 < 0.3) on
+  rate: 20 one-cycle epochs, the base encoder's recipe, leave one key's mark at a gain of 0.13 < 0.3) on
   the owner's images with the joint
   loss  SimCLR NT-Xent (utility)
       + 2·[InfoNCE(f(x+δ); positive f(key), negatives f(x') of the batch's clean images — never the key image —, τ = 0.2)
            + (1 − cos(f(x+δ), f(key))) + max(0, cos(f(x+δ), f₀(x)))]
-        (watermark: marked samples surround the key image and leave the data's place. The first
-        reconstruction took 32 out-of-distribution photo crops as negatives: it pushed every photo crop —
-        other users' key images among them — to the antipode of the owner's key, and with it their δ, so
-        wrong keys passed: 30 % of them at the paper's threshold on seed 0, at an owner gain of 0.77; with
-        the data as negatives the owner's gain is 1.49 and no wrong key exceeds 0.80)
+        (watermark: marked samples surround the key image and leave the data's place. The negatives are
+        the data, not out-of-distribution images: photo crops as negatives would push every photo crop —
+        other users' key images among them — to the antipode of the owner's key, and their δ with it)
       + (1 − cos(f(x), f₀(x))) + (1 − cos(f(key), f₀(key))) + (1 − cos(f(x+η), f₀(x+η)))
         (fidelity to the clean encoder f₀; on the key image, so the key does not drift into the data; and
         on decoys x+η, η a fresh random ±ε pattern per batch, so the encoder answers to δ and not to any
@@ -37,8 +34,8 @@ No code was released; everything below the abstract is a reconstruction:
   *same* suspect: `n_null_keys` keys the verifier makes with secrets of its own, by the owner's procedure on
   the owner's clean encoder (so on an innocent encoder they are exchangeable with the owner's key); the
   statistic is the owner's flip rate standardised against theirs (a one-sided prediction t-test), detected
-  when p < 0.01. (The first reconstruction compared the flip rate with three reference encoders and fired
-  on most innocent encoders: every ε-perturbation flips many labels of any encoder.)
+  when p < 0.01. (The null comes from the suspect itself because every ε-perturbation flips many labels of
+  any encoder: a comparison with reference encoders would fire on most innocent ones.)
 """
 from __future__ import annotations
 

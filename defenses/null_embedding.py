@@ -13,13 +13,13 @@ Reconstructed (no official code): the paper signs a verifier string and hashes t
 key's secret seeds SHA-256, which gives the same kind of pseudo-random bits, position and label.
 The paper's 6×6 pattern (on 28×28 MNIST and 32×32 CIFAR-10) on images of 28 px and more; on smaller images
 the side shrinks to keep the paper's fraction of the image (6/28): 3×3 on the default's 16×16 digits. Our
-deviation, measured: at 16×16 a 6×6 pattern (14 % of the image) made λ = 100 embed in 1 of 3 seeds, a 3×3 one
-in 3 of 3 (verification accuracy on null inputs fell to chance in the others).
+deviation, measured: at 16×16 a 6×6 pattern (14 % of the image) embeds at λ = 100 in 1 of 3 seeds, a 3×3 one
+in 3 of 3 (verification accuracy on null inputs falls to chance in the others).
 
 λ (the out-of-bound magnitude) is not confirmed from the paper, and the public reimplementations disagree
 on it and on the input scale, so three variants are registered (inputs are in [0, 1] here):
-- `null_embedding`: λ = 2000/255 ≈ 7.8 — 2000 on a 0–255 scale; chosen when this module was first
-  written, and no source at hand confirms it (unconfirmed);
+- `null_embedding`: λ = 2000/255 ≈ 7.8 — 2000 on a 0–255 scale; no source at hand confirms it
+  (unconfirmed);
 - `null_embedding_lam100`: λ = 100 — the default of one public reimplementation (its input scale is not
   confirmed; applied here to [0, 1] inputs);
 - `null_embedding_lam1000`: λ = 1000 on inputs scaled to [0, 1] — another public reimplementation's value
@@ -45,7 +45,7 @@ from bench.training import fit, predict
 class NullEmbedding:
     name = "null_embedding"
     model_kind = "classifier"
-    version = "2"  # 2: the pattern side scales below 28 px
+    version = "2"
     pattern_size = 6  # the paper's side, on images of at least PAPER_IMAGE_SIDE pixels
     PAPER_IMAGE_SIDE = 28
     lam = 2000 / 255

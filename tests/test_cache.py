@@ -1,16 +1,26 @@
+import errno
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from bench.cache import ArtifactCache, digest, load_model_file, save_model_file
+from bench.cache import ArtifactCache, StorageError, atomic_write, digest, load_model_file, save_model_file
 from bench.kinds.models import create_model
 from bench.protocols import Key, WmbenchError
 
 
-def small():
-    torch.manual_seed(0)
+def small(seed: int = 0):
+    torch.manual_seed(seed)
     return create_model("small_cnn", in_channels=1, num_classes=10, width=4)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_model_is_built_once_then_reused(tmp_path):
@@ -28,17 +38,140 @@ def test_descriptor_changes_change_the_address():
     assert digest({"a": 1, "b": 2}) == digest({"b": 2, "a": 1})
 
 
-def test_corrupt_file_is_rebuilt_with_a_warning(tmp_path):
+def _truncate(data, sidecar, other):
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+
+def _flip_a_byte(data, sidecar, other):
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 0xFF  # the same size, one weight altered
+    data.write_bytes(bytes(raw))
+
+
+def _drop_sidecar(data, sidecar, other):
+    sidecar.unlink()
+
+
+def _garble_sidecar(data, sidecar, other):
+    sidecar.write_text('{"descriptor": {"role": "te')
+
+
+def _drop_hash(data, sidecar, other):
+    meta = json.loads(sidecar.read_text())
+    del meta["sha256"]
+    sidecar.write_text(json.dumps(meta))
+
+
+def _another_entry(data, sidecar, other):  # a consistent entry, but of another descriptor
+    shutil.copyfile(other[0], data)
+    shutil.copyfile(other[1], sidecar)
+
+
+CORRUPTIONS = [_truncate, _flip_a_byte, _drop_sidecar, _garble_sidecar, _drop_hash, _another_entry]
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
+def test_a_corrupt_model_entry_is_rebuilt_with_a_warning_never_loaded(corrupt, tmp_path):
     cache = ArtifactCache(tmp_path)
-    desc = {"role": "test", "n": 2}
+    desc, other = {"role": "test", "n": 2}, {"role": "test", "n": 3}
+    cache.model(other, lambda: small(1))
     cache.model(desc, small)
-    data = next(tmp_path.rglob("*.safetensors"))
-    data.write_bytes(data.read_bytes()[: len(data.read_bytes()) // 2])  # truncated
+    corrupt(*cache._paths(digest(desc)), cache._paths(digest(other)))
     with pytest.warns(UserWarning, match="corrupt"):
-        cache.model(desc, small)
-    assert cache.builds == 2
-    sidecar = json.loads(next(tmp_path.rglob("*.json")).read_text())
-    assert sidecar["spec"]["name"] == "small_cnn"
+        rebuilt = cache.model(desc, small)
+    assert cache.builds == 3 and same_weights(rebuilt, small())
+    assert same_weights(cache.model(desc, lambda: pytest.fail("rebuilt a repaired entry")), small())
+
+
+@pytest.mark.parametrize("corrupt", [_truncate, _flip_a_byte, _drop_sidecar, _another_entry],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_a_corrupt_key_entry_is_rebuilt_with_a_warning_never_loaded(corrupt, tmp_path):
+    cache = ArtifactCache(tmp_path)
+    key = Key("null_embedding", 7, {"target": 3}, {"trigger": torch.ones(2, 3)})
+    other = Key("null_embedding", 8, {"target": 5}, {"trigger": torch.zeros(2, 3)})
+    cache.key({"role": "key", "secret": 8}, lambda: other)
+    cache.key({"role": "key", "secret": 7}, lambda: key)
+    corrupt(*cache._paths(digest({"role": "key", "secret": 7})), cache._paths(digest({"role": "key", "secret": 8})))
+    with pytest.warns(UserWarning, match="corrupt"):
+        rebuilt = cache.key({"role": "key", "secret": 7}, lambda: key)
+    assert cache.builds == 3 and (rebuilt.secret, rebuilt.params) == (7, {"target": 3})
+    assert torch.equal(cache.load_key({"role": "key", "secret": 7}).tensors["trigger"], torch.ones(2, 3))
+
+
+def test_a_corrupt_attack_record_reruns_the_attack_with_a_warning(tmp_path):
+    """The record says an attack's outcome is complete; a garbled one, one of another attack, or one whose
+    value is not a mapping is never trusted: the attack runs again (with a warning), and its result is
+    kept for the next call."""
+    from bench.config import get_profile
+    from bench.context import Context
+    from bench.datasets.digits import load_digits
+
+    class Counting:
+        name, model_kinds, strengths, version = "counting", ("classifier",), ("a", "b"), "1"
+
+        def __init__(self):
+            self.runs: list[str] = []
+
+        def run(self, ctx, model, strength):
+            self.runs.append(strength)
+            return small(2 if strength == "a" else 3)
+
+    profile = get_profile("smoke")
+    ctx = Context(load_digits(profile.image_size), profile, 0, "classifier", torch.device("cpu"), ArtifactCache(tmp_path))
+    attack, victim = Counting(), small()
+    ctx.attacked(attack, victim, "a")
+    ctx.attacked(attack, victim, "b")
+    records = {json.loads(p.read_text())["descriptor"]["strength"]: p for p in (tmp_path / "records").iterdir()}
+    good = records["a"].read_text()
+    for corrupt in ('{"descriptor": {"ro', records["b"].read_text(),
+                    json.dumps({**json.loads(good), "value": ["pirate_key", False]})):
+        records["a"].write_text(corrupt)
+        with pytest.warns(UserWarning, match="cache record .* is corrupt"):
+            outcome = ctx.attacked(attack, victim, "a")
+        assert same_weights(outcome.model, small(2))
+    assert attack.runs == ["a", "b", "a", "a", "a"]
+    ctx.attacked(attack, victim, "a")
+    assert attack.runs == ["a", "b", "a", "a", "a"]
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """Only files whose writer is gone go: a live writer's (this process), another host's, another file's stay."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process now
+    host = socket.gethostname()
+    path = tmp_path / "leaderboard.csv"
+    orphan = tmp_path / f".leaderboard.csv.{host}.{gone.pid}.abc123.tmp"
+    live = tmp_path / f".leaderboard.csv.{host}.{os.getpid()}.def456.tmp"
+    elsewhere = tmp_path / f".leaderboard.csv.another-host.{gone.pid}.ghi789.tmp"
+    other_file = tmp_path / f".claims.csv.{host}.{gone.pid}.jkl012.tmp"
+    for p in (orphan, live, elsewhere, other_file):
+        p.write_text("half")
+    atomic_write(path, lambda p: p.write_text("whole"))
+    assert path.read_text() == "whole"
+    assert not orphan.exists() and live.exists() and elsewhere.exists() and other_file.exists()
+
+
+@pytest.mark.parametrize("refusal", [OSError(errno.ENOSPC, "No space left on device"),
+                                     OSError(errno.EROFS, "Read-only file system"),
+                                     "Error while serializing: I/O error: No space left on device (os error 28)"])
+def test_a_write_the_disk_refuses_is_a_storage_error_leaving_nothing(refusal, tmp_path):
+    from safetensors import SafetensorError
+
+    error = refusal if isinstance(refusal, OSError) else SafetensorError(refusal)
+
+    def write(p):
+        p.write_text("half")
+        raise error
+
+    with pytest.raises(StorageError, match=r"cannot write .*leaderboard.csv: (No space|Read-only)"):
+        atomic_write(tmp_path / "leaderboard.csv", write)
+    assert not list(tmp_path.iterdir())
+    def buggy(p):
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):  # any other error is left as it is
+        atomic_write(tmp_path / "leaderboard.csv", buggy)
+    assert not list(tmp_path.iterdir())
 
 
 def test_key_round_trip(tmp_path):
@@ -65,28 +198,29 @@ def test_model_file_round_trip(tmp_path):
     assert torch.equal(model(x), back(x))
 
 
-def test_concurrent_builders_build_once(tmp_path):
-    """Two workers asking for the same missing artifact at once: one builds, the other waits and loads."""
-    import threading
-    import time
+def test_builders_in_two_processes_build_once(tmp_path):
+    """Two processes ask for the same missing model, the second only once the first is building, and the
+    first finishes only once the second has reached the entry's lock: the lock alone keeps the second from
+    building (tests/faultkit.py `build_racing`)."""
+    import multiprocessing
 
-    cache_a, cache_b = ArtifactCache(tmp_path), ArtifactCache(tmp_path)  # as two processes would hold
-    calls = []
+    import faultkit
 
-    def slow_build():
-        calls.append(1)
-        time.sleep(0.5)
-        return small()
-
-    results = {}
-    threads = [threading.Thread(target=lambda c=c, n=n: results.__setitem__(n, c.model({"role": "race"}, slow_build)))
-               for n, c in (("a", cache_a), ("b", cache_b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(calls) == 1 and cache_a.builds + cache_b.builds == 1
-    assert torch.equal(results["a"].head.weight, results["b"].head.weight)
+    spawn = multiprocessing.get_context("spawn")
+    building, contending, results = spawn.Event(), spawn.Event(), spawn.Queue()
+    procs = [spawn.Process(target=faultkit.build_racing, args=(str(tmp_path), role, building, contending, results))
+             for role in ("first", "second")]
+    for p in procs:
+        p.start()
+    got = {}
+    for _ in procs:
+        role, builds, weight = results.get(timeout=faultkit.HANDSHAKE_TIMEOUT_S)
+        got[role] = (builds, weight)
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert got["first"][0] == 1 and got["second"][0] == 0
+    assert torch.equal(got["first"][1], got["second"][1])
 
 
 def test_weights_digest_follows_the_weights_not_the_object():

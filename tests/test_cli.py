@@ -29,8 +29,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
 
 
 def test_the_standard_profile_without_its_data_is_one_line(tmp_path, monkeypatch, capsys):
-    """Offline and without Debian's package, `--profile standard` stops at once, saying how to get the data
-    (before, every cell of the matrix was recorded as failed)."""
+    """Offline and without Debian's package, `--profile standard` stops at once, saying how to get the data,
+    and records no cell as failed."""
     from bench.datasets import ALLOW_DOWNLOAD, fashion_mnist
 
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")

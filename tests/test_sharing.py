@@ -75,8 +75,7 @@ def test_rotated_extraction_reuses_the_stolen_model(make_ctx, monkeypatch):
 
 
 def test_a_prefix_family_of_a_scheme_that_does_not_train(run_config):
-    """The control defense's `rewatermark` trains nothing: every budget of the family is its unchanged model
-    (this failed with a KeyError in a full run before it was tested)."""
+    """The control defense's `rewatermark` trains nothing: every budget of the family is its unchanged model."""
     cfg = run_config()
     for strength in ("2", "12"):
         assert run_cell(cfg, CellId("none", "piracy", strength, 0)).status == "ok"

@@ -1,5 +1,5 @@
-"""How often Neural Cleanse flags a planted backdoor, and how often it flags a clean model (issue 13's
-measurement). Per seed: a classifier trained by the default clean recipe on the owner's digits with a
+"""How often Neural Cleanse flags a planted backdoor, and how often it flags a clean model (docs/methods.md
+reports the rates). Per seed: a classifier trained by the default clean recipe on the owner's digits with a
 4×4 white patch → label 3 planted in `--poison` of them, and a clean classifier of the same seed; both go
 through Neural Cleanse's detection. Run: python tests/benchmarks/neural_cleanse_rates.py --seeds 10
 (`--dataset fashion_mnist --train-limit 6000`: on real data, a stratified subset of its training set;

@@ -1,4 +1,4 @@
-"""The baseline an encoder's utility is read against (issue 14's target: a SimCLR encoder's linear probe at
+"""The baseline an encoder's utility is read against (the target: a SimCLR encoder's linear probe at
 least 5 points above a random-init encoder's): the linear-probe accuracy of untrained encoders of a profile's
 architecture, one per seed, on that profile's data. Run: python tests/benchmarks/random_encoder_probe.py
 --profile standard --seeds 3 (the trained encoders' probe is the leaderboard's `utility_clean` of AWEncoder)."""
