@@ -22,6 +22,7 @@ from bench.data import sample_photo_crops
 from bench.kinds.contrastive import augmentation
 from bench.kinds.models import output_transform
 from bench.kinds.service import BlackBox
+from bench.protocols import AttackBase
 from bench.registry import register_attack
 from bench.training import fit
 
@@ -61,8 +62,9 @@ def stolen_model(ctx: Context, victim: nn.Module, budget: int) -> nn.Module:
 
 
 @register_attack
-class Extraction:
+class Extraction(AttackBase):
     name = "extraction"
+    family = "extraction"
     model_kinds = ("classifier", "encoder", "vlp")
     strengths = ("500", "2000", "8000")
     needs = "queries"
@@ -73,8 +75,9 @@ class Extraction:
 
 
 @register_attack
-class RotatedExtraction:
+class RotatedExtraction(AttackBase):
     name = "extraction_rotated"
+    family = "extraction"
     model_kinds = ("encoder", "vlp")
     strengths = Extraction.strengths
     needs = "queries"

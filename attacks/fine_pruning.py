@@ -14,7 +14,7 @@ from torch import nn
 
 from bench.context import Context, derive_seed
 from bench.kinds.models import clone, prunable_units
-from bench.protocols import AttackOutput
+from bench.protocols import AttackBase, AttackOutput
 from bench.registry import register_attack
 from bench.training import pruned
 
@@ -38,8 +38,9 @@ def mean_activations(ctx: Context, model: nn.Module, activation: nn.Module) -> t
 
 
 @register_attack
-class FinePruning:
+class FinePruning(AttackBase):
     name = "fine_pruning"
+    family = "pruning"
     model_kinds = ("classifier", "encoder", "vlp")
     strengths = ("0.2", "0.5", "0.8")
     version = "1"

@@ -21,13 +21,15 @@ from torch import nn
 
 from bench.context import Context, derive_seed
 from bench.kinds.models import clone, last_layer, output_dim
+from bench.protocols import AttackBase
 from bench.registry import register_attack
 from bench.training import fit
 
 
 @register_attack
-class FineTuning:
+class FineTuning(AttackBase):
     name = "fine_tuning"
+    family = "fine-tuning"
     model_kinds = ("classifier", "encoder", "vlp")
     strengths = ("last_layer", "all_layers", "reinit_last", "large_lr", "supervised")
     version = "1"

@@ -27,7 +27,7 @@ from torch import nn
 from bench.cache import weights_digest
 from bench.context import Context, derive_seed
 from bench.kinds.models import clone
-from bench.protocols import AttackOutput, Key
+from bench.protocols import AttackBase, AttackOutput, Key
 from bench.registry import register_attack
 from bench.training import fit, predict, snapshots
 
@@ -92,8 +92,9 @@ def anomaly_indices(l1_norms: np.ndarray) -> np.ndarray:
 
 
 @register_attack
-class NeuralCleanse:
+class NeuralCleanse(AttackBase):
     name = "neural_cleanse"
+    family = "backdoor removal"
     model_kinds = ("classifier",)
     strengths = ("1", "3", "6")
     version = "4"

@@ -4,13 +4,14 @@ from __future__ import annotations
 from torch import nn
 
 from bench.context import Context
-from bench.protocols import MODEL_KINDS
+from bench.protocols import AttackBase, MODEL_KINDS
 from bench.registry import register_attack
 
 
 @register_attack
-class NoAttack:
+class NoAttack(AttackBase):
     name = "none"
+    family = "no attack"
     model_kinds = MODEL_KINDS
     strengths = ("-",)
     needs = "queries"

@@ -19,14 +19,15 @@ from torch import nn
 from bench import registry
 from bench.context import Context, derive_seed
 from bench.kinds.models import clone
-from bench.protocols import MODEL_KINDS, AttackOutput
+from bench.protocols import AttackBase, MODEL_KINDS, AttackOutput
 from bench.registry import register_attack
 from bench.training import snapshots
 
 
 @register_attack
-class Piracy:
+class Piracy(AttackBase):
     name = "piracy"
+    family = "piracy"
     model_kinds = MODEL_KINDS
     strengths = ("2", "6", "12", "12@5%", "12@10%", "12@25%", "own_transform")
     version = "4"

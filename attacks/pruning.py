@@ -10,6 +10,7 @@ from torch import nn
 
 from bench.context import Context, derive_seed
 from bench.kinds.models import clone
+from bench.protocols import AttackBase
 from bench.registry import register_attack
 from bench.training import pruned
 
@@ -27,8 +28,9 @@ def magnitude_masks(weights: list[nn.Parameter], sparsity: float) -> list[torch.
 
 
 @register_attack
-class Pruning:
+class Pruning(AttackBase):
     name = "pruning"
+    family = "pruning"
     model_kinds = ("classifier", "encoder", "vlp")
     strengths = ("0.2", "0.5", "0.8", "0.9", "0.9+ft")
     version = "1"

@@ -27,7 +27,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bench.kinds.models import create_model
 from bench.protocols import Key, WmbenchError
 
 CACHE_FORMAT = 1
@@ -157,6 +156,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise refusal from e
 
 
+# How a model is rebuilt from its recipe (`model.spec`: an architecture's name and keyword arguments). The
+# architecture registry (`bench.kinds.models`, a layer above the cache) sets it when it is imported.
+_rebuild: Callable[[dict[str, Any]], nn.Module] | None = None
+
+
+def set_model_factory(rebuild: Callable[[dict[str, Any]], nn.Module]) -> None:
+    """Tell the cache how to rebuild a model from its recipe."""
+    global _rebuild
+    _rebuild = rebuild
+
+
 def load_model_file(path: str | Path, spec: dict[str, Any] | None = None) -> nn.Module:
     """Rebuild a model from a safetensors file whose recipe is in its metadata (or given as `spec`)."""
     path = Path(path)
@@ -168,7 +178,9 @@ def load_model_file(path: str | Path, spec: dict[str, Any] | None = None) -> nn.
 
             with safe_open(str(path), "pt") as f:
                 spec = json.loads((f.metadata() or {})["wmbench_spec"])
-        model = create_model(spec["name"], **spec["kwargs"])
+        if _rebuild is None:
+            raise WmbenchError("no architecture registry is loaded to rebuild models (import bench.kinds)")
+        model = _rebuild(spec)
         model.load_state_dict(load_file(str(path)), strict=True)
     except (SafetensorError, KeyError, ValueError, RuntimeError, TypeError, OSError) as e:
         raise WmbenchError(f"not a wmbench model file: {path} ({e.__class__.__name__}: {str(e)[:120]})") from None

@@ -14,6 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from bench import registry
+from bench.plugins import Catalog, instance_of
 from bench.scoring import decide, undecided
 
 
@@ -33,13 +34,27 @@ class Judgement:
     verdict: str  # "holds", "partly" or "fails", then the setting
 
 
-Judge = Callable[[pd.DataFrame, Claim, float], Judgement]
-JUDGES: dict[str, Judge] = {}
+JudgeFn = Callable[[pd.DataFrame, Claim, float], Judgement]
 
 
-def judge(name: str) -> Callable[[Judge], Judge]:
-    def register(fn: Judge) -> Judge:
-        JUDGES[name] = fn
+@dataclass(frozen=True)
+class Judge:
+    """A kind of claim and the test that judges it from a defense's leaderboard rows."""
+
+    name: str
+    test: JudgeFn
+
+    def __call__(self, rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
+        return self.test(rows, claim, drop)
+
+
+# The judges: this module's, and outside packages' through the entry-point group `wmbench.judges` (a `Judge`).
+JUDGES: Catalog[Judge] = Catalog("claim judge", "wmbench.judges", ("bench.claims",), instance_of(Judge))
+
+
+def judge(name: str) -> Callable[[JudgeFn], JudgeFn]:
+    def register(fn: JudgeFn) -> JudgeFn:
+        JUDGES.register(Judge(name, fn))
         return fn
 
     return register
@@ -195,20 +210,20 @@ def identifies_users(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement
 CLAIM_COLUMNS = ["defense", "claim", "rows", "measured", "verdict"]
 
 
-def claims_table(table: pd.DataFrame, drop: float) -> pd.DataFrame:
-    """Every claim of every defense in `table` that declares its claims, judged from `table`."""
+def claims_table(table: pd.DataFrame, drop: float, methods: dict) -> pd.DataFrame:
+    """Every claim of every defense in `table`, as the run stored them in `methods`
+    (`registry.describe_methods`), judged from `table`."""
     out = []
     for defense in sorted(table["defense"].unique()):
-        try:
-            claims = getattr(registry.get_defense(defense), "claims", ())
-        except Exception as e:  # a defense no longer registered: its rows stay, its claims cannot be read
+        if defense not in methods["defenses"]:  # a run that recorded nothing of this defense
             out.append({"defense": defense, "claim": "(its paper's claims)", "rows": "—", "measured": "—",
-                        "verdict": f"not judged ({e.__class__.__name__}: {e})"})
+                        "verdict": "not judged (the run recorded no description of this defense)"})
             continue
+        claims = [Claim(c["text"], c["test"], tuple(c["attacks"])) for c in methods["defenses"][defense]["claims"]]
         rows = table[table["defense"] == defense]
         for claim in claims:
             try:
-                j = JUDGES[claim.test](rows, claim, drop)
+                j = JUDGES.get(claim.test)(rows, claim, drop)
             except Exception as e:  # reported in the table, never dropped
                 j = Judgement("—", "—", f"error while judging ({e.__class__.__name__}: {e})")
             out.append({"defense": defense, "claim": claim.text, "rows": j.rows, "measured": j.measured,

@@ -39,6 +39,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     print()
     print(tabulate(archs, headers=["architecture", "model kind", "description", "last layer", "prunable units",
                                    "output transform"]))
+    from bench.served import get_transform, transform_names
+
+    print()
+    print(tabulate([(t.name, t.description) for t in map(get_transform, transform_names())],
+                   headers=["transform (served models)", "description"]))
     for error in registry.plugin_errors:
         print(f"warning: {error}", file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ from bench import registry
 from bench.cache import ArtifactCache, weights_digest
 from bench.config import Profile
 from bench.data import Dataset
+from bench.kinds import models as _architectures  # noqa: F401  (how the cache rebuilds the models it stores)
 from bench.kinds.base import ModelKindSpec, get_kind
 from bench.protocols import Attack, AttackOutput
 
@@ -114,7 +115,7 @@ class Context:
         declares `per_defense = True` (it uses the cell's defense, as a pirate does) is also keyed by the scheme.
         An attack with epoch budgets that are prefixes of one run (optional `prefix_family(strength)` and
         `run_prefixes(ctx, model, strengths)`) computes the whole family the first time one of them is asked for."""
-        family = getattr(attack, "prefix_family", lambda s: (s,))(strength)
+        family = attack.prefix_family(strength)
         victim_digest = weights_digest(victim)
         descs = {s: self._attacked_descriptors(attack, victim_digest, s) for s in family}
         cached = self._cached_attack(*descs[strength])
@@ -136,7 +137,7 @@ class Context:
         """Cache descriptors of an attack's outcome: its model, its pirate key, its record."""
         desc = {"role": "attacked", "attack": attack.name, "version": attack.version, "strength": strength,
                 "victim": victim_digest, "profile": self.profile.describe(), "seed": self.seed}
-        if getattr(attack, "per_defense", False):
+        if attack.per_defense:
             desc["scheme"] = registry.scheme(registry.get_defense(self.defense))
             desc["pirate_secret"] = self.pirate
         return desc, {**desc, "role": "pirate_key"}, {**desc, "role": "attack_record"}

@@ -74,30 +74,23 @@ class LocalExecutor:
         assert self.pool is not None, "use the executor as a context manager"
         try:
             return self.pool.submit(fn, *args)
-        except BrokenProcessPool:  # a worker died since the last task finished
-            self._restart()
+        except BrokenProcessPool:  # a worker died: its tasks came back failed; a fresh pool takes the rest
+            broken, self.pool = self.pool, self._start()
+            broken.shutdown(wait=False, cancel_futures=True)
             return self.pool.submit(fn, *args)
-
-    def _restart(self) -> None:
-        assert self.pool is not None
-        broken, self.pool = self.pool, self._start()
-        broken.shutdown(wait=False, cancel_futures=True)
 
     def map(self, fn: Callable[..., Any], tasks: Iterable[Task]) -> Iterator[tuple[Task, Any]]:
         todo = iter(tasks)
-        running: dict[Future, tuple[Task, ProcessPoolExecutor | None]] = {}
+        running: dict[Future, Task] = {}
         while True:
             while len(running) < self.workers and (args := next(todo, None)) is not None:
-                future = self._submit(fn, args)
-                running[future] = (args, self.pool)
+                running[self._submit(fn, args)] = args
             if not running:
                 return
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                args, pool = running.pop(future)
+                args = running.pop(future)
                 error = future.exception()
-                if isinstance(error, BrokenProcessPool) and pool is self.pool:
-                    self._restart()
                 yield args, (error if error is not None else future.result())
 
 

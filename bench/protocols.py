@@ -1,18 +1,16 @@
-"""The small contracts every method plugs into: `Defense`, `Attack`, and the data they exchange."""
+"""The contract every method plugs into, in one place: `Defense`, `Attack` and the `Context` they run in, the
+data they exchange, and base classes that give every optional member its documented default."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-
-if TYPE_CHECKING:
-    from bench.context import Context
 
 MODEL_KINDS: tuple[str, ...] = ("classifier", "encoder", "vlp")  # see bench/kinds/
 
@@ -78,24 +76,53 @@ class AttackOutput:
     report: dict[str, Any] = field(default_factory=dict)  # what the attack found (e.g. anomaly indices)
 
 
+class Context(Protocol):
+    """What a method sees while it runs (the runner's concrete one is `bench.context.Context`)."""
+
+    data: Any  # `bench.data.Dataset`: splits `owner`, `attacker`, `test`, `verification`, image size, classes
+    profile: Any  # `bench.config.Profile`: sizes and budgets
+    seed: int  # the cell's owner seed
+    kind_name: str  # the model kind of the cell's defense
+    device: torch.device
+    cache: Any  # `bench.cache.ArtifactCache`
+    defense: str  # the cell's defense ('' outside a cell)
+
+    @property
+    def pirate(self) -> int:
+        """The secret a pirate makes its own key from (drawn by the harness)."""
+
+    @property
+    def kind(self) -> Any:
+        """The model kind's policy (`bench.kinds.base.ModelKindSpec`): recipe, utility, queries, adaptation."""
+
+    def base_model(self, seed: int | None = None, split: str = "owner") -> nn.Module:
+        """The clean model of this kind trained with `seed` (default: the cell's) on `split`, cached."""
+
+    def utility(self, model: nn.Module) -> float:
+        """Task quality of `model` on the held-out test split, in [0, 1]."""
+
+    def attacked(self, attack: "Attack", victim: nn.Module, strength: str) -> "AttackOutput":
+        """`attack` at `strength` on `victim`, cached under the victim's weights."""
+
+
 @runtime_checkable
 class Defense(Protocol):
-    """A watermarking scheme for one model kind."""
+    """A watermarking scheme for one model kind. `DefenseBase` gives every optional member its default."""
 
     name: ClassVar[str]
     model_kind: ClassVar[str]
     version: ClassVar[str]  # bump when the method's code changes what it produces
 
-    def make_key(self, ctx: "Context", secret: int, model: nn.Module | None = None) -> Key:
+    def make_key(self, ctx: Context, secret: int, model: nn.Module | None = None) -> Key:
         """Derive a key from `secret` for `model` (default: the owner's clean `ctx.base_model()`)."""
 
-    def watermark(self, ctx: "Context", key: Key) -> nn.Module:
+    def watermark(self, ctx: Context, key: Key) -> nn.Module:
         """Return the watermarked model for `key` (the cell's seed is `ctx.seed`)."""
 
-    def verify(self, ctx: "Context", suspect: nn.Module, key: Key) -> Verification:
+    def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         """Decide whether `suspect` carries the watermark of `key`."""
 
-    def rewatermark(self, ctx: "Context", model: nn.Module, key: Key, budget: int) -> nn.Module:
+    def rewatermark(self, ctx: Context, model: nn.Module, key: Key, budget: int) -> nn.Module:
         """Embed `key` into an already trained `model` with the attacker's data and `budget` epochs
         (what a pirate does; a scheme that can only be embedded from scratch still says how it is tried).
         May train `model` itself: callers pass a copy of their own."""
@@ -103,25 +130,82 @@ class Defense(Protocol):
 
 @runtime_checkable
 class Attack(Protocol):
-    """A removal or forging attack with a strength knob."""
+    """A removal or forging attack with a strength knob. `AttackBase` gives every optional member its default."""
 
     name: ClassVar[str]
     model_kinds: ClassVar[tuple[str, ...]]
-    strengths: ClassVar[tuple[str, ...]]
+    strengths: ClassVar[tuple[str, ...]]  # weakest first
     version: ClassVar[str]
 
-    def run(self, ctx: "Context", model: nn.Module, strength: str) -> nn.Module | AttackOutput:
+    def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module | AttackOutput:
         """Attack `model` at `strength` and return the suspect."""
 
-# Threat models. `Defense.thief_access` says what a thief of the protected model can reach: "weights" (the
-# model itself leaked or was sold: the default) or "api" (only the answers of a deployed service, e.g. an
-# embedding service whose output transform stays inside it). `Attack.needs` says what the attack needs:
-# "weights" (the default) or "queries" (black-box answers); `Attack.needs_for(kind)` may say it per model kind.
-# A pair whose attack needs more than the defense's thief can reach is outside the threat model: reported
-# `n/a`, never run (bench.registry.threat_model_gap).
-#
-# Optional members, looked up with getattr: `Attack.strengths_for(kind)` narrows the strengths for one
-# model kind; `Attack.per_defense = True` says the attack uses the cell's defense (`ctx.defense`), so its
-# results are not shared between defenses; `Defense.scheme` names the scheme whose keys and marked models a
-# verification variant shares; `Defense.keys_collide(owner, pirate)` says when a pirate's key would coincide with
-# the owner's (the harness then draws the pirate another secret, bench.runner.Workbench.pirate_secret); `Defense.claims` lists its paper's headline claims (bench/claims.py).
+
+# The members a plugin must define itself (the rest have defaults in the base classes below).
+REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
+    "defense": ("name", "model_kind", "version", "make_key", "watermark", "verify", "rewatermark"),
+    "attack": ("name", "model_kinds", "strengths", "version", "run"),
+}
+
+
+class DefenseBase:
+    """The optional members of a defense, with their defaults (a subclass overrides what it needs).
+
+    Threat model: `thief_access` says what a thief of the protected model can reach — "weights" (the model
+    itself leaked or was sold) or "api" (only a deployed service's answers, e.g. an embedding service whose
+    output transform stays inside it); an attack that needs more is outside the threat model (`n/a`)."""
+
+    thief_access: ClassVar[str] = "weights"
+    scheme: ClassVar[str | None] = None  # defenses that differ only in verification share a scheme (keys, marked models)
+    control: ClassVar[bool] = False  # an unwatermarked control: its rows show what attacks cost, never a removal
+    claims: ClassVar[tuple[Any, ...]] = ()  # its paper's headline claims (`bench.claims.Claim`)
+    # `keys_collide(owner, pirate) -> bool`: when a pirate's key would coincide with the owner's (the harness
+    # then draws the pirate another secret); None: keys never collide, and no key is made to check.
+    keys_collide: ClassVar[Callable[[Key, Key], bool] | None] = None
+
+    @classmethod
+    def scheme_name(cls) -> str:
+        return cls.scheme or cls.name  # type: ignore[attr-defined]
+
+
+class AttackBase:
+    """The optional members of an attack, with their defaults (a subclass overrides what it needs)."""
+
+    needs: ClassVar[str] = "weights"  # what it needs of the victim: "weights" or "queries" (black-box answers)
+    family: ClassVar[str] = "other"  # the family of attacks it belongs to (the leaderboard's breakdown)
+    per_defense: ClassVar[bool] = False  # it uses the cell's defense (`ctx.defense`): results not shared across defenses
+
+    def needs_for(self, kind: str) -> str:
+        """What it needs against a model of `kind` (default: `needs` for every kind)."""
+        return self.needs
+
+    def strengths_for(self, kind: str) -> tuple[str, ...]:
+        """Its strengths for a model of `kind` (default: all of `strengths`)."""
+        return tuple(self.strengths)  # type: ignore[attr-defined]
+
+    def prefix_family(self, strength: str) -> tuple[str, ...]:
+        """Strengths computed by one run whose intermediate states are the weaker ones (epoch budgets as
+        prefixes, ending with the one that runs longest); default: each strength alone."""
+        return (strength,)
+
+    def run_prefixes(self, ctx: Context, model: nn.Module, strengths: tuple[str, ...]) -> dict[str, "nn.Module | AttackOutput"]:
+        """Run a prefix family at once: its outcome for each of `strengths` (needed where `prefix_family`
+        returns more than one strength)."""
+        return {s: self.run(ctx, model, s) for s in strengths}  # type: ignore[attr-defined]
+
+
+def missing_members(cls: type, what: str) -> list[str]:
+    """The required members of a `what` ("defense" or "attack") plugin that `cls` lacks."""
+    return [m for m in REQUIRED_MEMBERS[what] if not hasattr(cls, m)]
+
+
+def complete(cls: type, what: str) -> type:
+    """`cls` checked against the contract and given the base class's defaults for the optional members it
+    does not define (a plugin need not subclass the base). Raises WmbenchError naming a missing member."""
+    missing = missing_members(cls, what)
+    if missing:
+        raise WmbenchError(f"{what} plugin {cls.__module__}.{cls.__qualname__} lacks {', '.join(missing)}")
+    base = DefenseBase if what == "defense" else AttackBase
+    if issubclass(cls, base):
+        return cls
+    return type(cls.__name__, (cls, base), {"__module__": cls.__module__, "__doc__": cls.__doc__})

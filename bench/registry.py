@@ -1,48 +1,36 @@
-"""Registry of defenses and attacks: `@register_defense` / `@register_attack` for in-tree methods,
-Python entry points (groups `wmbench.defenses`, `wmbench.attacks`) for outside packages, and attack
-chains (`extraction>fine_tuning:all_layers`): attacks run one on the output of the other, named by a spec
-wherever an attack name is accepted and registered with `register_chain`."""
+"""Registry of defenses and attacks, two `Catalog`s (bench.plugins): `@register_defense` / `@register_attack`
+for in-tree methods, entry points (groups `wmbench.defenses`, `wmbench.attacks`) for outside packages, each
+checked against the contract when it is registered or loaded (`bench.protocols.complete`); and attack chains
+(`extraction>fine_tuning:all_layers`): attacks run one on the output of the other, named by a spec wherever an
+attack name is accepted and registered with `register_chain`."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import warnings
-from importlib import metadata
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from bench.protocols import Attack, AttackOutput, Defense, WmbenchError
+from bench.plugins import Catalog
+from bench.protocols import Attack, AttackBase, AttackOutput, Context, Defense, WmbenchError, complete
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from bench.context import Context
 
 DEFENSE_GROUP = "wmbench.defenses"
 ATTACK_GROUP = "wmbench.attacks"
 
-_DEFENSES: dict[str, type] = {}
-_ATTACKS: dict[str, type] = {}
+DEFENSES: Catalog[type] = Catalog("defense", DEFENSE_GROUP, ("defenses",), lambda cls: complete(cls, "defense"))
+ATTACKS: Catalog[type] = Catalog("attack", ATTACK_GROUP, ("attacks",), lambda cls: complete(cls, "attack"))
 _CHAINS: list[str] = []  # chain specs in the default matrix (registered in attacks/chains.py)
-_plugins: set[tuple[str, str]] = set()  # (group, name) added from entry points
-_loaded = False
-plugin_errors: list[str] = []
+plugin_errors: list[str] = []  # the refusals of both catalogs' plugins, one line each
 
 T = TypeVar("T", bound=type)
 
 
-def _register(table: dict[str, type], what: str) -> Callable[[T], T]:
-    def decorator(cls: T) -> T:
-        name = cls.name
-        if name in table and table[name] is not cls:
-            raise WmbenchError(f"{what} '{name}' is registered twice ({table[name].__module__}, {cls.__module__})")
-        table[name] = cls
-        return cls
-
-    return decorator
+def register_defense(cls: T) -> T:
+    return DEFENSES.register(cls)
 
 
-register_defense = _register(_DEFENSES, "defense")
-register_attack = _register(_ATTACKS, "attack")
+def register_attack(cls: T) -> T:
+    return ATTACKS.register(cls)
 
 
 def register_chain(spec: str) -> str:
@@ -52,90 +40,47 @@ def register_chain(spec: str) -> str:
     return spec
 
 
-def _import_package(package: str) -> None:
-    pkg = importlib.import_module(package)
-    for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{package}.{info.name}")
-
-
-DEFENSE_MEMBERS = ("name", "model_kind", "version", "make_key", "watermark", "verify")
-ATTACK_MEMBERS = ("name", "model_kinds", "strengths", "version", "run")
-
-
-def _load_entry_points(group: str, table: dict[str, type], members: tuple[str, ...]) -> None:
-    for ep in metadata.entry_points(group=group):
-        try:
-            cls = ep.load()
-            if not isinstance(cls, type) or not hasattr(cls, "name"):
-                raise TypeError(f"{ep.value} is not a class with a `name`")
-            missing = [m for m in members if not hasattr(cls, m)]
-            if missing:
-                raise TypeError(f"lacks {', '.join(sorted(missing))}")
-            if cls.name not in table:
-                table[cls.name] = cls
-                _plugins.add((group, cls.name))
-        except Exception as e:  # a broken plugin must not take the rest down
-            msg = f"plugin '{ep.name}' ({group}) failed to load: {e.__class__.__name__}: {e}"
-            plugin_errors.append(msg)
-            warnings.warn(msg, stacklevel=2)
-
-
 def load_all() -> None:
     """Import the in-tree methods and the entry-point plugins (once)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    _import_package("defenses")
-    _import_package("attacks")
-    _load_entry_points(DEFENSE_GROUP, _DEFENSES, DEFENSE_MEMBERS)
-    _load_entry_points(ATTACK_GROUP, _ATTACKS, ATTACK_MEMBERS)
+    DEFENSES.names(), ATTACKS.names()
+    plugin_errors[:] = DEFENSES.errors + ATTACKS.errors
 
 
 def reload() -> None:
     """Forget entry-point plugins and load everything again (tests, after installing a plugin)."""
-    global _loaded
-    _loaded = False
-    for group, name in _plugins:
-        (_DEFENSES if group == DEFENSE_GROUP else _ATTACKS).pop(name, None)
-    _plugins.clear()
-    plugin_errors.clear()
+    DEFENSES.reload()
+    ATTACKS.reload()
     load_all()
 
 
 def defense_names() -> list[str]:
     load_all()
-    return sorted(_DEFENSES)
+    return DEFENSES.names()
 
 
 def attack_names() -> list[str]:
     """Every registered attack, then the registered chains (as specs)."""
     load_all()
-    return sorted(_ATTACKS) + list(_CHAINS)
-
-
-def _get(table: dict[str, type], what: str, name: str):
-    load_all()
-    if name not in table:
-        raise WmbenchError(f"unknown {what} '{name}'; valid: {', '.join(sorted(table))}")
-    return table[name]()
+    return ATTACKS.names() + list(_CHAINS)
 
 
 def get_defense(name: str) -> Defense:
-    return _get(_DEFENSES, "defense", name)
+    load_all()
+    return DEFENSES.get(name)()
 
 
 def get_attack(name: str) -> Attack:
     """The attack `name`, or the `Chain` an attack spec with `>` describes."""
     if CHAIN_SEPARATOR in name:
         return Chain.parse(name)
-    return _get(_ATTACKS, "attack", name)
+    load_all()
+    return ATTACKS.get(name)()
 
 
 CHAIN_SEPARATOR, STRENGTH_SEPARATOR = ">", ":"
 
 
-class Chain:
+class Chain(AttackBase):
     """Attacks applied in turn, each to the previous one's output: `extraction>fine_tuning:all_layers` is
     the thief's fine-tuning of the copy it stole. Every stage but the last runs at one strength (given
     after `:`, or the attack's strongest, its last listed) and is cached like any attack on its victim, so
@@ -150,7 +95,8 @@ class Chain:
                                  if all(k in a.model_kinds and s in strengths_for(a, k) for a, s in stages))
         self.strengths = strengths
         self.version = "+".join([a.version for a, _ in stages] + [last.version])
-        self.per_defense = any(getattr(a, "per_defense", False) for a in [*(a for a, _ in stages), last])
+        self.per_defense = any(a.per_defense for a in [*(a for a, _ in stages), last])
+        self.family = CHAIN_SEPARATOR.join(a.family for a in [*(a for a, _ in stages), last])
 
     @classmethod
     def parse(cls, spec: str) -> "Chain":
@@ -173,9 +119,7 @@ class Chain:
         return tuple(s for s in strengths_for(self.last, kind) if s in self.strengths)
 
     def needs_for(self, kind: str) -> str:
-        first = self.stages[0][0]
-        needs_for = getattr(first, "needs_for", None)
-        return needs_for(kind) if needs_for is not None else getattr(first, "needs", "weights")
+        return self.stages[0][0].needs_for(kind)
 
     def run(self, ctx: "Context", model: "nn.Module", strength: str) -> "nn.Module | AttackOutput":
         for attack, stage_strength in self.stages:
@@ -189,19 +133,14 @@ def compatible(defense: Defense, attack: Attack) -> bool:
 
 
 def strengths_for(attack: Attack, kind: str) -> tuple[str, ...]:
-    """The attack's strengths for a model kind: `attack.strengths_for(kind)` when the attack narrows
-    them per kind, else all of `attack.strengths`."""
-    narrow = getattr(attack, "strengths_for", None)
-    return tuple(narrow(kind)) if narrow is not None else tuple(attack.strengths)
+    """The attack's strengths for a model kind (`AttackBase.strengths_for`: all of them unless it narrows)."""
+    return tuple(attack.strengths_for(kind))
 
 
 def threat_model_gap(defense: Defense, attack: Attack) -> str:
     """Why `attack` lies outside the threat model of `defense` ('' when the pair is in it): an attack that
     needs the weights against a defense whose thief reaches only the service's API."""
-    kind = defense.model_kind
-    needs_for = getattr(attack, "needs_for", None)
-    needs = needs_for(kind) if needs_for is not None else getattr(attack, "needs", "weights")
-    reach = getattr(defense, "thief_access", "weights")
+    needs, reach = attack.needs_for(defense.model_kind), defense.thief_access
     if needs == "weights" and reach == "api":
         return f"outside the threat model: {attack.name} needs the model's weights, a thief of {defense.name} reaches only its API"
     return ""
@@ -209,4 +148,22 @@ def threat_model_gap(defense: Defense, attack: Attack) -> str:
 
 def scheme(defense: Defense) -> str:
     """Defenses that differ only in how they verify share a `scheme`, hence keys and marked models."""
-    return getattr(defense, "scheme", defense.name)
+    return defense.scheme_name()
+
+
+def describe_methods(defenses: list[str], attacks: list[str]) -> dict:
+    """What rendering a leaderboard needs to know of each method, as data (stored in the run's database when
+    it runs, so that re-rendering an old run never asks the live registry): a defense's model kind, control
+    flag, scheme, version and claims; an attack's strengths in their order (weakest first), kinds, version."""
+    out: dict = {"defenses": {}, "attacks": {}}
+    for name in defenses:
+        d = get_defense(name)
+        out["defenses"][name] = {"model_kind": d.model_kind, "control": bool(d.control), "scheme": scheme(d),
+                                 "version": d.version, "thief_access": d.thief_access,
+                                 "claims": [{"text": c.text, "test": c.test, "attacks": list(c.attacks)}
+                                            for c in d.claims]}
+    for name in attacks:
+        a = get_attack(name)
+        out["attacks"][name] = {"strengths": list(a.strengths), "model_kinds": list(a.model_kinds),
+                                "version": a.version, "family": a.family}
+    return out

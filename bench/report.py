@@ -20,7 +20,7 @@ from bench.results import CellResult, Check, Prepared, ResultsDB
 from bench.scoring import decide, undecided, wilson
 
 COLUMNS = [
-    "defense", "attack", "strength", "status", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
+    "defense", "model_kind", "attack", "family", "strength", "strength_rank", "status", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
     "utility_marked_std", "utility_attacked", "utility_attacked_std",
     "verification_rate", "verification_ci_low", "verification_ci_high", "auc",
     "verification_rate_calibrated", "threshold_calibrated",
@@ -122,20 +122,30 @@ def innocent_pool(prepared: list[Prepared]) -> list[Unit]:
 
 
 def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepared], fpr_target: float,
-                max_utility_drop: float = 0.05) -> pd.DataFrame:
-    """One row per (defense, attack, strength), aggregated over seeds; false positives over distinct units."""
+                max_utility_drop: float = 0.05, methods: dict | None = None) -> pd.DataFrame:
+    """One row per (defense, attack, strength), aggregated over seeds; false positives over distinct units.
+    `methods` (`registry.describe_methods`, as the run stored it) says each defense's kind and control flag
+    and each attack's order of strengths; the table depends on nothing else."""
+    methods = methods or {"defenses": {}, "attacks": {}}
     by_row: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
     for c in cells:
         by_row[(c.cell.defense, c.cell.attack, c.cell.strength)].append(c)
     pools = {d: innocent_pool([p for (dd, _), p in sorted(prepared.items()) if dd == d])
              for d in {d for d, _ in prepared}}
     calibrations = {d: Calibration.cross_fitted(pool, fpr_target) for d, pool in pools.items()}
+    # the owner's key on its own unattacked marked model, per (defense, seed): recorded with the seed's
+    # preparation (older runs: their `none` cell); NaN where neither exists, which counts as not detected
     unattacked = {(c.cell.defense, c.cell.seed): c.check.statistic for c in cells
                   if c.cell.attack == "none" and c.status == "ok"}
+    unattacked.update({key: p.owner_check.statistic for key, p in prepared.items() if p.owner_check is not None})
 
     rows = []
     for (defense, attack, strength), results in sorted(by_row.items()):
-        row = {"defense": defense, "attack": attack, "strength": strength}
+        defense_meta = methods["defenses"].get(defense, {})
+        order = methods["attacks"].get(attack, {}).get("strengths", [])
+        attack_meta = methods["attacks"].get(attack, {})
+        row = {"defense": defense, "model_kind": defense_meta.get("model_kind", ""), "attack": attack,
+               "family": attack_meta.get("family", ""), "strength": strength, "strength_rank": order.index(strength) if strength in order else len(order)}
         outside = [r.status for r in results if r.status.startswith("n/a")]
         if outside:
             rows.append({**row, "status": outside[0], "n_seeds": 0})
@@ -191,7 +201,7 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
         if calibration is not None and pool:
             utility_kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
                             for r in ok if (defense, r.cell.seed) in prepared]
-            before = [unattacked.get((defense, r.cell.seed), float("inf")) for r in ok]
+            before = [unattacked.get((defense, r.cell.seed), float("nan")) for r in ok]
             threshold = float(np.mean(calibration.thresholds))
             row.update(removal(threshold, scores, utility_kept, before) if attack != "none" else NO_ATTACK)
             row.update({
@@ -203,7 +213,7 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
         if gap:  # no innocent models: no false-positive rate is claimed from keys and copies alone
             row.update({name: float("nan") for name in ("false_positive_rate", "fpr_ci_low", "fpr_ci_high",
                                                         "false_positive_rate_calibrated", "auc")})
-        if getattr(_defense(defense), "control", False):
+        if defense_meta.get("control", False):
             row.update({"removal_rate": float("nan"), "attack_succeeded": "n/a (control: no mark)",
                         "removal_verdict": "", "seeds_removed": None})
         rows.append(row)
@@ -221,7 +231,7 @@ UNSURE_MARK = "no: mark detected before the attack only in"  # followed by `unde
 def removal(threshold: float, scores: list[float], utility_kept: list[bool], before: list[float]) -> dict:
     """The removal literature's rule of attack success, per seed: the attacked model is not detected at the
     calibrated `threshold` *and* keeps its utility — in a seed whose unattacked marked model was detected
-    (score `before`; +inf where the run has no unattacked cell for that seed), since an attack cannot remove
+    (score `before`; NaN where the run has no record of it: not detected), since an attack cannot remove
     a mark that was not there. The verdict over the seeds is called only where the 95 % Wilson interval of
     the seeds' removals decides (`bench.scoring.decide`), otherwise it reads `undecided (k/n)`; a decided
     "no" says why: no mark before the attack, the mark kept, or the utility lost."""
@@ -246,15 +256,6 @@ def removal(threshold: float, scores: list[float], utility_kept: list[bool], bef
             verdict = "no: utility lost" if 2 * sum(gone) > sum(present) else "no: mark kept"
     return {"removal_rate": removed / n, "attack_succeeded": verdict, "removal_verdict": decided,
             "seeds_removed": removed}
-
-
-def _defense(name: str):
-    from bench import registry
-
-    try:
-        return registry.get_defense(name)
-    except Exception:  # a defense no longer registered
-        return None
 
 
 def _rate(checks: list[Check]) -> tuple[int, int]:
@@ -336,6 +337,32 @@ SHOWN = ["defense", "attack", "strength", "n_seeds", "utility_marked", "utility_
          "pirate_clean_verification_rate", "status"]
 
 
+def stored_methods(db: ResultsDB) -> dict:
+    """The methods' metadata the run stored (`registry.describe_methods`). A database written before runs
+    stored it gets the live registry's description of its methods once, stored in it, so that every later
+    rendering reads the database alone."""
+    methods = db.meta("methods")
+    if methods is None:
+        from bench import registry
+
+        cells = db.cells()
+        defenses = sorted({c.cell.defense for c in cells} & set(registry.defense_names()))
+        attacks = sorted(a for a in {c.cell.attack for c in cells} if _registered_attack(a))
+        methods = registry.describe_methods(defenses, attacks)
+        db.set_meta("methods", methods)
+    return methods
+
+
+def _registered_attack(name: str) -> bool:
+    from bench import registry
+
+    try:
+        registry.get_attack(name)
+    except Exception:  # an attack (or a chain of attacks) no longer registered
+        return False
+    return True
+
+
 def load_table(out: Path, profile: str = "default", fpr_target: float | None = None
                ) -> tuple[pd.DataFrame, ResultsDB, float]:
     """The leaderboard table of the run in `out`, its database, and the run's utility allowance (the run's
@@ -344,7 +371,7 @@ def load_table(out: Path, profile: str = "default", fpr_target: float | None = N
     config = db.meta("config", {})
     fpr_target = run_fpr_target(config) if fpr_target is None else fpr_target
     drop = utility_drop(config)
-    return leaderboard(db.cells(), db.prepared(), fpr_target, drop), db, drop
+    return leaderboard(db.cells(), db.prepared(), fpr_target, drop, stored_methods(db)), db, drop
 
 
 def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | None = None) -> pd.DataFrame:
@@ -353,7 +380,7 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
     config = db.meta("config", {})
     fpr_target = run_fpr_target(config) if fpr_target is None else fpr_target
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
-    claims = claims_table(table, drop)
+    claims = claims_table(table, drop, stored_methods(db))
     atomic_write(out / "claims.csv", lambda p: claims.to_csv(p, index=False))
     shown = _with_uncertainty(table)[SHOWN]
     header = (f"# wmbench leaderboard (profile `{profile}`)\n\n{setting_line(db.meta(f'profile:{profile}'))}\n\n"
@@ -452,9 +479,10 @@ def claims_markdown(claims: pd.DataFrame) -> str:
 def write_latex(out: Path, profile: str = "default") -> list[Path]:
     """The summary matrix and the claims table as LaTeX `booktabs` tables (`summary.tex`, `claims.tex`)."""
     out = Path(out)
-    table, _, drop = load_table(out, profile)
+    table, db, drop = load_table(out, profile)
     tables = {"summary.tex": (summary_matrix(table), "Defense $\\times$ attack: the attacker's best setting and its outcome."),
-              "claims.tex": (claims_table(table, drop), "The papers' headline claims, judged from the leaderboard.")}
+              "claims.tex": (claims_table(table, drop, stored_methods(db)),
+                             "The papers' headline claims, judged from the leaderboard.")}
     written = []
     for name, (frame, caption) in tables.items():
         latex = frame.to_latex(index=False, escape=True, caption=caption, label=f"tab:wmbench-{name[:-4]}")
@@ -558,7 +586,7 @@ def draw_defense(ax, rows: pd.DataFrame, defense: str, style: dict[str, tuple[st
     """One marker per attack setting; the settings of an attack whose strengths are all numbers (sparsity,
     query budget, epochs) are joined in their order, categorical ones (regimes, chains) are not."""
     for attack, group in rows[rows["status"] == "ok"].groupby("attack", sort=True):
-        group = group.sort_values("strength", key=lambda col: col.map(_strength_order(attack)))
+        group = group.sort_values("strength_rank", kind="stable")
         color, marker = style[attack]
         joined = _numeric(group["strength"]) and len(group) > 1
         ax.plot(group["utility_attacked"], group["verification_rate"], marker=marker, color=color, label=attack,
@@ -567,17 +595,6 @@ def draw_defense(ax, rows: pd.DataFrame, defense: str, style: dict[str, tuple[st
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-
-
-def _strength_order(attack: str):
-    """Position of each strength in the attack's own list (weak → strong), for joining the curve."""
-    from bench import registry
-
-    try:
-        order = registry.get_attack(attack).strengths
-    except Exception:  # an attack no longer registered: keep the table's order
-        order = ()
-    return lambda strength: order.index(strength) if strength in order else len(order)
 
 
 def publish(source: Path, target: Path, profile: str = "default", readme: Path | None = None,
@@ -606,9 +623,10 @@ def publish(source: Path, target: Path, profile: str = "default", readme: Path |
     atomic_write(target / DB_NAME, lambda p: shutil.copyfile(source / DB_NAME, p))
     table = write_leaderboard(target, profile)
     if readme is not None and Path(readme).is_file():
-        drop = utility_drop(ResultsDB(target, profile).meta("config", {}))
+        db = ResultsDB(target, profile)
+        drop = utility_drop(db.meta("config", {}))
         update_readme(Path(readme), {f"{profile}-summary": summary_markdown(table, drop),
-                                     f"{profile}-claims": claims_markdown(claims_table(table, drop))})
+                                     f"{profile}-claims": claims_markdown(claims_table(table, drop, stored_methods(db)))})
     return table
 
 
@@ -643,6 +661,10 @@ def merge_runs(sources: list[Path], target: Path, profile: str = "default") -> p
     merged.set_meta("config", config)
     merged.set_meta(f"profile:{profile}", first.meta(f"profile:{profile}"))
     merged.set_meta("environment", first.meta("environment"))
+    merged.set_meta("software", first.meta("software"))
+    methods = [stored_methods(db) for _, db in dbs]
+    merged.set_meta("methods", {part: {name: m for each in methods for name, m in each[part].items()}
+                                for part in ("defenses", "attacks")})
     merged.set_meta("merged_from", [str(source) for source, _ in dbs])
     for _, db in dbs:
         for prepared in db.prepared().values():

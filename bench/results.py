@@ -81,6 +81,7 @@ class Prepared:
     wrong_key_checks: list[Check]
     seconds: float
     innocent_gap: str = ""  # why the kind has no innocent models in this run ('' when it has)
+    owner_check: Check | None = None  # the owner's key on its own unattacked marked model
 
 
 @dataclass
@@ -179,6 +180,7 @@ class ResultsDB:
             d = json.loads(data)
             d["innocent_checks"] = [Check(**c) for c in d["innocent_checks"]]
             d["wrong_key_checks"] = [Check(**c) for c in d["wrong_key_checks"]]
+            d["owner_check"] = _check(d.get("owner_check"))
             out[(d["defense"], d["seed"])] = Prepared(**d)
         return out
 

@@ -136,7 +136,7 @@ class Workbench:
         defense = registry.get_defense(ctx.defense)
         candidates = itertools.chain([derive_seed("pirate", ctx.seed)],
                                      (derive_seed("pirate", ctx.seed, i) for i in itertools.count(1)))
-        collide = getattr(defense, "keys_collide", None)
+        collide = defense.keys_collide
         if collide is None:
             return next(candidates)
         owner = self.key(defense, ctx, owner_secret(ctx.seed))[0]
@@ -217,7 +217,8 @@ def prepare(cfg: RunConfig, defense_name: str, seed: int) -> tuple[Prepared, str
     innocent = [Check.of(defense.verify(ctx, ctx.clean_model(c), key), unit=c.name) for c in ctx.innocents()]
     wrong = [Check.of(defense.verify(ctx, marked, k), unit=f"key {k.secret}") for k in wb.wrong_keys(defense, ctx)]
     prepared = Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), innocent, wrong,
-                        time.perf_counter() - start, innocent_pool_gap(ctx.profile, ctx.kind_name))
+                        time.perf_counter() - start, innocent_pool_gap(ctx.profile, ctx.kind_name),
+                        owner_check=Check.of(defense.verify(ctx, marked, key)))
     return prepared, weights_digest(marked)
 
 
@@ -362,6 +363,9 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
     db = ResultsDB(cfg.out, cfg.label)
     _check_same_profile(db, cfg)
     _check_same_software(db)
+    methods = db.meta("methods") or {"defenses": {}, "attacks": {}}
+    described = registry.describe_methods(sorted({c.defense for c in plan.cells}), sorted({c.attack for c in plan.cells}))
+    db.set_meta("methods", {part: {**methods[part], **described[part]} for part in ("defenses", "attacks")})
     db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "strengths": cfg.strengths,
                            "seeds": cfg.n_seeds, "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data,
                            "fpr_target": cfg.fpr_target, "max_utility_drop": cfg.max_utility_drop})

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import registry
 from bench.cache import atomic_write
 from bench.claims import CLAIM_COLUMNS, claims_table
 from bench.protocols import WmbenchError
 from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, load_table, reproducibility_line,
-                          software_line,
-                          summary_legend, summary_matrix)
+                          software_line, stored_methods, summary_legend, summary_matrix)
 
 TEMPLATE = Path(__file__).parent / "site_template"
 ASSETS = ("wmbench.js", "style.css")
@@ -30,7 +28,7 @@ def write_site(out: Path, profile: str = "default") -> Path:
     """The site of the run (or published) folder `out`, written to `out/site/`; returns its index.html."""
     out = Path(out)
     table, db, drop = load_table(out, profile)
-    return render_site(table, out / "site", profile=profile, drop=drop,
+    return render_site(table, out / "site", profile=profile, drop=drop, methods=stored_methods(db),
                        reproducibility=reproducibility_line(db.meta("environment")) + " "
                        + software_line(db.meta("software")))
 
@@ -43,20 +41,14 @@ def outcome(text: str) -> str:
     return "empty"
 
 
-def _model_kind(defense: str) -> str:
-    try:
-        return registry.get_defense(defense).model_kind
-    except WmbenchError:  # a defense no longer registered
-        return ""
-
-
 def _shown(value) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.3f}"
     return "" if value is None else str(value)
 
 
-def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float, reproducibility: str) -> Path:
+def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float, reproducibility: str,
+                methods: dict) -> Path:
     import jinja2
     import matplotlib
 
@@ -79,7 +71,7 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
         atomic_write(folder / name, lambda p, f=fig: f.savefig(p, format="png", dpi=90))
         plt.close(fig)
         plots.append({"defense": defense, "file": name})
-    rows = table.assign(model_kind=table["defense"].map(_model_kind))
+    rows = table
     columns = ["model_kind"] + SHOWN
     numeric = [c for c in columns if pd.api.types.is_numeric_dtype(rows[c])]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE), autoescape=True,
@@ -87,7 +79,7 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
     page = env.get_template("index.html.j2").render(
         profile=profile, reproducibility=reproducibility, summary_legend=summary_legend(drop).replace("`", ""),
         attacks=attacks, summary=summary, claims_legend=CLAIMS_LEGEND.replace("`", ""),
-        claim_columns=CLAIM_COLUMNS, claims=claims_table(table, drop).to_dict("records"), plots=plots,
+        claim_columns=CLAIM_COLUMNS, claims=claims_table(table, drop, methods).to_dict("records"), plots=plots,
         filters={f: sorted(rows[f].astype(str).unique()) for f in FILTERS}, columns=columns, numeric=numeric,
         rows=[{c: _shown(r[c]) for c in columns} for _, r in rows.iterrows()])
     atomic_write(folder / "index.html", lambda p: p.write_text(page))

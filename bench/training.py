@@ -1,6 +1,7 @@
 """Training loops shared by every method: one seeded mini-batch loop, and the losses built on it."""
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Callable, Iterable, Iterator
@@ -9,7 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.kinds.models import clone
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """An independent copy that keeps the recipe (`spec`)."""
+    twin = copy.deepcopy(model)
+    twin.spec = copy.deepcopy(model.spec)
+    return twin
 
 
 _autocast_dtype: ContextVar[torch.dtype | None] = ContextVar("wmbench_autocast_dtype", default=None)

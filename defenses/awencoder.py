@@ -55,7 +55,7 @@ from bench.context import Context, derive_seed
 from bench.data import sample_photo_crops
 from bench.kinds.contrastive import simclr_train
 from bench.kinds.models import clone
-from bench.protocols import Key, Verification
+from bench.protocols import DefenseBase, Key, Verification
 from bench.registry import register_defense
 from bench.training import predict
 
@@ -65,7 +65,7 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @register_defense
-class AWEncoder:
+class AWEncoder(DefenseBase):
     name = "awencoder"
     scheme = "awencoder"
     model_kind = "encoder"

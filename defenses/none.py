@@ -5,12 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from bench.context import Context
-from bench.protocols import Key, Verification
+from bench.protocols import DefenseBase, Key, Verification
 from bench.registry import register_defense
 
 
 @register_defense
-class NoDefense:
+class NoDefense(DefenseBase):
     name = "none"
     model_kind = "classifier"
     version = "1"

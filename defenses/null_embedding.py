@@ -36,13 +36,13 @@ from torch import nn
 from bench.claims import Claim
 from bench.context import Context, derive_seed
 from bench.kinds.base import BASE_LR
-from bench.protocols import Key, Verification
+from bench.protocols import DefenseBase, Key, Verification
 from bench.registry import register_defense
 from bench.training import fit, predict
 
 
 @register_defense
-class NullEmbedding:
+class NullEmbedding(DefenseBase):
     name = "null_embedding"
     model_kind = "classifier"
     version = "2"

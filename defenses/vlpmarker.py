@@ -42,12 +42,12 @@ from bench.context import Context, derive_seed, random_orthogonal
 from bench.data import procedural_images
 from bench.kinds.models import clone, output_transform
 from bench.kinds.vlp import class_embeddings
-from bench.protocols import Key, Verification
+from bench.protocols import DefenseBase, Key, Verification
 from bench.registry import register_defense
 
 
 @register_defense
-class VLPMarker:
+class VLPMarker(DefenseBase):
     name = "vlpmarker"
     model_kind = "vlp"
     thief_access = "api"  # the transform W lives inside the service: a thief sees only its answers

@@ -5,8 +5,8 @@ the cache's lock test, and a driver that runs `wmbench` with a pause point.
     python tests/faultkit.py --pause POINT --handshake DIR -- run --profile smoke ...
 
 runs the CLI in this process, and at POINT (`cell:N`: the start of the N-th cell; `cache:N`: the N-th cache
-data file, written but not yet renamed into place; `record:N`: the N-th attack record, likewise;
-`publish:N`: the N-th leaderboard.md, likewise) creates DIR/paused and waits until DIR/go exists (or it
+data file, written but not yet renamed into place; `sidecar:N`, `record:N`, `publish:N`: the N-th cache
+sidecar, attack record, leaderboard.md, likewise) creates DIR/paused and waits until DIR/go exists (or it
 is killed). POINT `each-cell` instead pauses every cell in the worker processes (`PauseEachCell`). Every
 wait here is on a condition another process creates (a file, an event), never a sleep that hopes for an
 overlap."""
@@ -71,11 +71,12 @@ def build_racing(root: str, role: str, building: Any, contending: Any, results: 
     """One of two processes asking the cache for the same missing model (tests/test_cache.py). The `first`
     builds, and holds its build until the `second` has reached the entry's lock (or, were there no lock,
     started a build of its own); the second starts once the first is building. Each puts (role, builds,
-    head weights) on `results`."""
+    weights digest) on `results` (a string: a tensor would be shared through this process, which may be gone
+    when it is read)."""
     import torch
 
     from bench import cache as cache_module
-    from bench.cache import ArtifactCache
+    from bench.cache import ArtifactCache, weights_digest
     from bench.kinds.models import create_model
 
     def model() -> torch.nn.Module:
@@ -102,7 +103,7 @@ def build_racing(root: str, role: str, building: Any, contending: Any, results: 
         raise TimeoutError("the first process never started its build")
     cache = ArtifactCache(root)
     got = cache.model({"role": "race"}, build)
-    results.put((role, cache.builds, got.head.weight.detach().clone()))
+    results.put((role, cache.builds, weights_digest(got)))
 
 
 def _pause_points(point: str, handshake: Path) -> None:
@@ -132,8 +133,9 @@ def _pause_points(point: str, handshake: Path) -> None:
 
         runner.run_cell = run_cell
         return
-    matches = {"cache": lambda p: p.suffix == ".safetensors", "record": lambda p: p.parent.name == "records",
-               "publish": lambda p: p.name == "leaderboard.md"}[where]
+    matches = {"cache": lambda p: p.suffix == ".safetensors",
+               "sidecar": lambda p: p.suffix == ".json" and p.parent.name != "records",
+               "record": lambda p: p.parent.name == "records", "publish": lambda p: p.name == "leaderboard.md"}[where]
     real_write = cache.atomic_write
 
     def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -11,17 +11,43 @@ def setup(make_marked):
     return make_marked("awencoder", "encoder", 11)
 
 
-def test_clean_encoder_beats_random_init_and_passes_the_floor(make_ctx):
+def view_agreement(encoder, x: torch.Tensor) -> float:
+    """How much closer the embeddings of two augmented views of one image are than those of two different
+    images (mean cosine of the pairs minus the mean over all other pairs): what SimCLR trains for."""
+    import torch.nn.functional as F
+
+    from bench.kinds.contrastive import augmentation
+
+    torch.manual_seed(0)
+    augment = augmentation(x.shape[-1])
+    with torch.no_grad():
+        a, b = (F.normalize(encoder(augment(x).clamp(0, 1)), dim=1) for _ in range(2))
+    sim = a @ b.T
+    return (sim.diag().mean() - (sim.sum() - sim.diag().sum()) / (len(x) * (len(x) - 1))).item()
+
+
+def test_clean_encoder_learned_its_objective_and_passes_the_floor(make_ctx):
+    """Training shows in what SimCLR optimises: views of one image agree (0.27 here, 0.42 for seed 1) where a
+    random-init encoder's hardly do (0.01). Its linear probe is no test of training on the digits: random
+    conv features already separate them (0.965 on average against the trained 0.963, docs/performance.md)."""
     ctx = make_ctx("encoder", 0)
     torch.manual_seed(0)
-    random_init = ctx.kind.new(ctx)
-    clean = ctx.utility(ctx.base_model())
-    assert clean >= 0.90 and clean > ctx.utility(random_init)
+    random_init = ctx.kind.new(ctx).eval()
+    clean = ctx.base_model()
+    assert view_agreement(clean, ctx.data.test.x) > view_agreement(random_init, ctx.data.test.x) + 0.15
+    assert ctx.utility(clean) >= 0.90
 
 
-def test_delta_stays_within_epsilon(setup):
-    defense, _, key, _ = setup
-    assert key.tensors["delta"].abs().max() <= defense.epsilon + 1e-7
+def test_marked_images_keep_their_content(setup, make_ctx):
+    """The key's perturbation is bounded (ε) so that marked images stay the images they were: a linear probe
+    on an independent encoder still reads most marked test images right (0.82 measured, 0.96 unmarked; with
+    δ stretched to 3ε, 0.31)."""
+    from bench.kinds.encoder import linear_probe, predict
+
+    defense, ctx, key, _ = setup
+    innocent, d = make_ctx("encoder", 10_000).base_model(), ctx.data
+    probe_train = predict(innocent, d.owner.x)
+    assert linear_probe(probe_train, d.owner.y, predict(innocent, defense.mark(d.test.x, key)), d.test.y) >= 0.70
 
 
 def test_marked_encoder_keeps_utility_and_verifies_white_box(setup, make_ctx):

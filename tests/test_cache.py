@@ -106,7 +106,9 @@ def test_a_corrupt_attack_record_reruns_the_attack_with_a_warning(tmp_path):
     from bench.context import Context
     from bench.datasets.digits import load_digits
 
-    class Counting:
+    from bench.protocols import AttackBase
+
+    class Counting(AttackBase):
         name, model_kinds, strengths, version = "counting", ("classifier",), ("a", "b"), "1"
 
         def __init__(self):
@@ -117,7 +119,8 @@ def test_a_corrupt_attack_record_reruns_the_attack_with_a_warning(tmp_path):
             return small(2 if strength == "a" else 3)
 
     profile = get_profile("smoke")
-    ctx = Context(load_digits(profile.image_size), profile, 0, "classifier", torch.device("cpu"), ArtifactCache(tmp_path))
+    cache = ArtifactCache(tmp_path)
+    ctx = Context(load_digits(profile.image_size), profile, 0, "classifier", torch.device("cpu"), cache)
     attack, victim = Counting(), small()
     ctx.attacked(attack, victim, "a")
     ctx.attacked(attack, victim, "b")
@@ -166,6 +169,7 @@ def test_a_write_the_disk_refuses_is_a_storage_error_leaving_nothing(refusal, tm
     with pytest.raises(StorageError, match=r"cannot write .*leaderboard.csv: (No space|Read-only)"):
         atomic_write(tmp_path / "leaderboard.csv", write)
     assert not list(tmp_path.iterdir())
+
     def buggy(p):
         raise ValueError("a bug")
 
@@ -214,13 +218,12 @@ def test_builders_in_two_processes_build_once(tmp_path):
         p.start()
     got = {}
     for _ in procs:
-        role, builds, weight = results.get(timeout=faultkit.HANDSHAKE_TIMEOUT_S)
-        got[role] = (builds, weight)
+        role, builds, weights = results.get(timeout=faultkit.HANDSHAKE_TIMEOUT_S)
+        got[role] = (builds, weights)
     for p in procs:
         p.join()
     assert [p.exitcode for p in procs] == [0, 0]
-    assert got["first"][0] == 1 and got["second"][0] == 0
-    assert torch.equal(got["first"][1], got["second"][1])
+    assert got["first"][0] == 1 and got["second"][0] == 0 and got["first"][1] == got["second"][1]
 
 
 def test_weights_digest_follows_the_weights_not_the_object():

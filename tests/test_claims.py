@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from bench import registry
-from bench.claims import (JUDGES, Claim, claims_table, few_false_positives, identifies_users, piracy_resistant,
+from bench.claims import (JUDGES, Claim, Judge, claims_table, few_false_positives, identifies_users, piracy_resistant,
                           survives, utility_kept)
 from bench.report import COLUMNS, summary_matrix
 
@@ -103,18 +103,19 @@ def test_identification_holds_fails_or_waits_for_the_seeds():
 
 def test_claims_table_reports_a_claim_it_cannot_judge_instead_of_dropping_it(monkeypatch):
     table = rows({**NONE, "utility_clean": 0.96, "utility_marked": 0.96, "seeds_identified": 10})
-    claims = claims_table(table, 0.05)
+    methods = registry.describe_methods(["vlpmarker"], [])
+    claims = claims_table(table, 0.05, methods)
     assert len(claims) == 4 and set(claims.verdict) == {"holds", "not tested"}  # no extraction rows here
 
     def broken(rows, claim, drop):
         raise KeyError("a column this judge needs")
 
-    monkeypatch.setitem(JUDGES, "identification", broken)
-    claims = claims_table(table, 0.05)
+    monkeypatch.setitem(JUDGES._entries, "identification", Judge("identification", broken))
+    claims = claims_table(table, 0.05, methods)
     assert len(claims) == 4
     assert claims.verdict.str.startswith("error while judging (KeyError").sum() == 1
-    unknown = claims_table(table.assign(defense="a_defense_no_longer_registered"), 0.05)
-    assert len(unknown) == 1 and unknown.verdict[0].startswith("not judged (WmbenchError")
+    unknown = claims_table(table.assign(defense="a_defense_no_longer_registered"), 0.05, methods)
+    assert len(unknown) == 1 and unknown.verdict[0].startswith("not judged (the run recorded no description")
 
 
 def test_the_summary_calls_the_none_column_only_where_the_seeds_decide():

@@ -57,7 +57,7 @@ def console_command(path: Path, prefix: str) -> list[str]:
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert "failed to load" not in proc.stderr, proc.stderr
+    assert "refused" not in proc.stderr, proc.stderr
     return proc
 
 
@@ -95,9 +95,11 @@ def env(example_package, tmp_path) -> dict[str, str]:
 def test_the_plugin_guide_defines_a_package_of_each_plugin_kind():
     files = example_files()
     assert {"pyproject.toml", "wmbench_example/defense.py", "wmbench_example/attack.py",
-            "wmbench_example/dataset.py", "wmbench_example/architecture.py"} <= set(files)
+            "wmbench_example/served_attack.py", "wmbench_example/dataset.py",
+            "wmbench_example/architecture.py"} <= set(files)
     groups = tomllib.loads(files["pyproject.toml"])["project"]["entry-points"]
-    assert set(groups) == {"wmbench.defenses", "wmbench.attacks", "wmbench.datasets", "wmbench.architectures"}
+    assert set(groups) == {"wmbench.defenses", "wmbench.attacks", "wmbench.datasets", "wmbench.architectures",
+                           "wmbench.transforms"}
     for path in DOCS:  # a `# file:` block anywhere else would be skipped silently
         if path != PLUGIN_GUIDE:
             assert not [b for _, b in fenced(path) if FILE_LINE.match(b)], path.name
@@ -112,7 +114,7 @@ def test_every_python_block_runs(path, env, tmp_path):
 
 def test_the_example_plugins_are_listed_and_run_in_the_matrix(env, tmp_path):
     listed = run(wmbench(*console_command(PLUGIN_GUIDE, "wmbench list")[1:]), cwd=tmp_path, env=env).stdout
-    for name in ("noise_triggers", "weight_noise", "digits5", "tiny_mlp"):
+    for name in ("noise_triggers", "weight_noise", "box_blur_service", "digits5", "tiny_mlp"):
         assert name in listed
     args = console_command(PLUGIN_GUIDE, "wmbench run --profile smoke")
     assert "--out" in args
@@ -124,5 +126,7 @@ def test_the_example_plugins_are_listed_and_run_in_the_matrix(env, tmp_path):
         assert {(defense, "weight_noise", s) for s in ("0.1", "0.5", "0.5+ft")} | {(defense, "none", "-")} <= rows
     assert (table.status == "ok").all(), table[["defense", "attack", "strength", "status"]]
     assert table[table.attack == "weight_noise"].attack_report.str.contains("relative_noise").all()
+    # the attack that serves its victim behind the plugin's own input transformation ran in every cell
+    assert {(d, "box_blur_service", s) for d in ("noise_triggers", "null_embedding") for s in ("3", "5")} <= rows
     claims = pd.read_csv(out / "claims.csv")
     assert (claims.defense == "noise_triggers").sum() == 3  # the example defense's claims are judged

@@ -22,7 +22,6 @@ from bench.cli import main
 from bench.config import RunConfig
 from bench.executors import LocalExecutor
 from bench.kinds.base import get_kind
-from bench.protocols import WmbenchError
 from bench.results import DB_NAME, ResultsDB
 
 FAULTKIT = Path(faultkit.__file__)
@@ -60,6 +59,19 @@ def leftovers(*folders: Path) -> list[Path]:
     return found
 
 
+_children: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_child_outlives_its_test():
+    yield
+    while _children:
+        child = _children.pop()
+        if child.poll() is None:  # a test that failed before its child finished
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
 def start_driver(tmp_path: Path, point: str, args: list[str]) -> tuple[subprocess.Popen, Path]:
     """`wmbench` in a child process (its own process group) that pauses at `point` (tests/faultkit.py)."""
     handshake = tmp_path / f"handshake-{point.replace(':', '-')}"
@@ -67,6 +79,7 @@ def start_driver(tmp_path: Path, point: str, args: list[str]) -> tuple[subproces
     with open(handshake / "stdout", "w") as stdout, open(handshake / "stderr", "w") as stderr:
         proc = subprocess.Popen([sys.executable, str(FAULTKIT), "--pause", point, "--handshake", str(handshake),
                                  "--", *args], start_new_session=True, stdout=stdout, stderr=stderr, cwd=tmp_path)
+    _children.append(proc)
     return proc, handshake
 
 
@@ -181,11 +194,13 @@ def test_a_worker_killed_mid_cell_fails_that_cell_the_run_goes_on_and_a_rerun_co
 # --- kill -9, then a rerun ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("point", ["cell:2", "cache:3", "record:2"])
-def test_kill_9_then_a_rerun_finishes_with_no_duplicate_no_orphan_and_the_same_numbers(point, tmp_path, reference):
-    """Killed at the start of a cell, while a cache data file is written (its sidecar already in place),
-    while an attack record is written: the rerun warns about nothing, leaves no temporary file, stores
-    each cell once, with the numbers of an uninterrupted run."""
+@pytest.mark.parametrize("point", ["cell:2", "cache:3", "sidecar:3", "record:2"])
+def test_kill_9_then_a_rerun_finishes_with_no_duplicate_no_orphan_and_the_same_numbers(point, tmp_path, capsys,
+                                                                                       reference):
+    """Killed at the start of a cell, while a cache entry is written (its data file, its sidecar), while an
+    attack record is written: the rerun computes only the cells not stored, warns about nothing (no entry
+    was left half-written), leaves no temporary file, stores each cell once, with the numbers of an
+    uninterrupted run."""
     args = run_args(tmp_path)
     proc, handshake = start_driver(tmp_path, point, args)
     wait_until_paused(proc, handshake)
@@ -193,9 +208,12 @@ def test_kill_9_then_a_rerun_finishes_with_no_duplicate_no_orphan_and_the_same_n
     proc.wait()
     if point != "cell:2":
         assert list((tmp_path / "cache").rglob("*.tmp")), "the kill left no temporary file to clean up"
+    stored = len(numbers(tmp_path / "out"))
+    assert stored == (1 if point == "cell:2" else 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main(args) == 0
+    assert f"{CELLS - stored} cells run, {stored} reused" in capsys.readouterr().out
     assert not [str(w.message) for w in caught if "corrupt" in str(w.message)]
     assert not leftovers(tmp_path / "out", tmp_path / "cache")
     assert numbers(tmp_path / "out") == reference and row_counts(tmp_path / "out") == [1] * CELLS
@@ -260,14 +278,24 @@ def test_a_full_disk_under_the_results_database_is_one_line(tmp_path, monkeypatc
     """SQLite reports the disk full (its page limit reached) while cells are stored: one line, exit 2, the
     database intact and holding only whole cells."""
     assert main(run_args(tmp_path, "--defenses", "none", "--attacks", "none", "--seeds", "1")) == 0
-    real = ResultsDB._connect
+    con = sqlite3.connect(tmp_path / "out" / DB_NAME)
+    con.execute("PRAGMA page_size = 512")  # packed into pages smaller than a cell: a new cell needs new pages
+    con.execute("VACUUM")
+    con.close()
+    real_connect, real_put_cell, full = ResultsDB._connect, ResultsDB.put_cell, []
 
     def connect(self):
-        con = real(self)
-        con.execute("PRAGMA max_page_count = 1")  # never below the current size: no page may be added
+        con = real_connect(self)
+        if full:
+            con.execute("PRAGMA max_page_count = 1")  # never below the current size: no page may be added
         return con
 
+    def put_cell(self, result):  # the disk fills as the cells are stored
+        full.append(result.cell)
+        return real_put_cell(self, result)
+
     monkeypatch.setattr(ResultsDB, "_connect", connect)
+    monkeypatch.setattr(ResultsDB, "put_cell", put_cell)
     capsys.readouterr()
     assert main(run_args(tmp_path, "--defenses", "none", "--attacks", "pruning", "--seeds", "1")) == 2
     err = capsys.readouterr().err
@@ -275,7 +303,9 @@ def test_a_full_disk_under_the_results_database_is_one_line(tmp_path, monkeypatc
     monkeypatch.undo()
     with sqlite3.connect(tmp_path / "out" / DB_NAME) as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert all(r.status == "ok" and r.check is not None for r in ResultsDB(tmp_path / "out", "smoke").cells())
+    stored = [r for r in ResultsDB(tmp_path / "out", "smoke").cells() if r.cell.attack == "pruning"]
+    assert [r.cell for r in stored] == full[:-1] and len(full) < 5  # the run stopped at the cell it could not store
+    assert all(r.status == "ok" and r.check is not None for r in stored)
     assert main(run_args(tmp_path, "--defenses", "none", "--attacks", "pruning", "--seeds", "1")) == 0
 
 

@@ -51,3 +51,20 @@ def test_bench_has_no_import_cycle():
 def test_model_kinds_live_one_per_file_in_their_folder():
     kinds = {p.stem for p in (ROOT / "bench" / "kinds").glob("*.py")}
     assert {"classifier", "encoder", "vlp", "base", "models"} <= kinds
+
+
+LOWEST = ("bench.protocols", "bench.registry", "bench.cache", "bench.training", "bench.scoring", "bench.lockfile")
+ABOVE = ("bench.kinds", "bench.context", "bench.runner", "bench.report", "bench.claims", "bench.site", "bench.cli",
+         "bench.audit", "bench.datasets", "bench.data", "bench.config")
+
+
+def test_the_lowest_layer_imports_nothing_above_it():
+    """The contract, the registry, the cache and the training loop import nothing of kinds, context, runner
+    or the read-out, not even inside functions: what they need from above is handed to them."""
+    graph = module_imports()
+    for low in LOWEST:
+        upward = sorted(t for t in nx.descendants(graph, low) if t.startswith(ABOVE))
+        assert upward == [], f"{low} reaches {upward}"
+        late = [n for n in ast.walk(ast.parse((ROOT / (low.replace('.', '/') + '.py')).read_text()))
+                if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith(ABOVE)]
+        assert late == [], f"{low} imports {[n.module for n in late]}"

@@ -72,10 +72,54 @@ def test_entry_point_plugin_is_loaded_and_a_broken_one_is_named(fake_plugins):
 
 def test_decorator_rejects_a_second_class_under_a_taken_name():
     class Impostor:
-        name = "pruning"
+        name, model_kinds, strengths, version = "pruning", ("classifier",), ("1",), "1"
+
+        def run(self, ctx, model, strength):
+            return model
 
     with pytest.raises(WmbenchError, match="registered twice"):
         registry.register_attack(Impostor)
+
+
+def test_a_defense_plugin_without_rewatermark_is_refused_at_load_in_one_line(plugin_entry_point):
+    """The contract is checked when a plugin loads (not in its piracy cells): the refusal names the member."""
+
+    class NoPiracy:  # everything a defense needs but `rewatermark`
+        name, model_kind, version = "no_piracy_plugin", "classifier", "1"
+
+        def make_key(self, ctx, secret, model=None): ...
+
+        def watermark(self, ctx, key): ...
+
+        def verify(self, ctx, suspect, key): ...
+
+    plugin_entry_point(registry.DEFENSE_GROUP, NoPiracy)
+    with pytest.warns(UserWarning, match="lacks rewatermark"):
+        registry.reload()
+    try:
+        assert "no_piracy_plugin" not in registry.defense_names()
+        (error,) = [e for e in registry.plugin_errors if "no_piracy_plugin" in e or "NoPiracy" in e]
+        assert error.endswith("lacks rewatermark") and "\n" not in error
+    finally:
+        registry.reload()
+
+
+def test_a_plugin_that_does_not_subclass_the_base_gets_its_documented_defaults(plugin_entry_point):
+    class Bare:
+        name, model_kinds, strengths, version = "bare_plugin", ("classifier",), ("1", "2"), "1"
+
+        def run(self, ctx, model, strength):
+            return model
+
+    plugin_entry_point(registry.ATTACK_GROUP, Bare)
+    registry.reload()
+    try:
+        attack = registry.get_attack("bare_plugin")
+        assert (attack.needs, attack.per_defense, attack.prefix_family("2")) == ("weights", False, ("2",))
+        assert attack.strengths_for("classifier") == ("1", "2") and attack.needs_for("vlp") == "weights"
+        assert isinstance(attack, Bare)
+    finally:
+        registry.reload()
 
 
 def test_a_chain_spec_names_its_stages_kinds_strengths_and_threat_model():

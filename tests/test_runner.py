@@ -18,10 +18,23 @@ def test_plan_expands_compatible_pairs(run_config):
     assert len(plan.cells) == 2 * (1 + 5)
     assert CellId("null_embedding", "pruning", "0.9", 1) in plan.cells
     assert not plan.outside
-    # the innocent pool: 20 distinct classifiers, every other one on the attacker's split (data the owner never used)
-    assert len(plan.innocents) == 20 == len(set(plan.innocents))
+    # the innocent pool: 20 classifiers, every other one on the attacker's split (data the owner never used)
+    assert len(plan.innocents) == 20
     assert sum(c.split == "attacker" for _, c in plan.innocents) >= 20 / 3
-    assert not {c for _, c in plan.innocents} & {c for _, c in plan.owners}
+
+
+def test_innocent_models_differ_from_each_other_and_from_the_owners(tmp_path):
+    """What the pool is for: models whose weights differ from one another's and from every owner's clean
+    model (smoke budgets: 4 innocents, 2 owners)."""
+    from bench.cache import weights_digest
+    from bench.config import RunConfig
+    from bench.runner import workbench
+
+    cfg = RunConfig(profile="smoke", defenses=["none"], attacks=["none"], seeds=2, out=tmp_path / "out",
+                    cache=tmp_path / "cache", device="cpu", workers=1)
+    plan = make_plan(cfg)
+    digests = {weights_digest(workbench(cfg).context(kind, 0).clean_model(clean)) for kind, clean in plan.bases}
+    assert (len(plan.owners), len(plan.innocents)) == (2, 4) and len(digests) == 6
 
 
 def test_unknown_names_are_errors(run_config):

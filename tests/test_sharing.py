@@ -14,7 +14,9 @@ def count_runs(monkeypatch, attack_cls, version: str) -> list[str]:
     """Record each real run of `attack_cls` (under a fresh version, so no earlier cache entry is reused):
     calls of `run_prefixes` where the attack has prefix families (every run goes through it), else of `run`."""
     calls: list[str] = []
-    method = "run_prefixes" if hasattr(attack_cls, "run_prefixes") else "run"
+    from bench.protocols import AttackBase
+
+    method = "run_prefixes" if attack_cls.prefix_family is not AttackBase.prefix_family else "run"
     original = getattr(attack_cls, method)
 
     def counting(self, ctx, model, strength):

@@ -12,6 +12,9 @@ from bench.site import outcome, render_site
 DEFENSES, ATTACKS = ("null_embedding", "vlpmarker"), ("none", "pruning", "extraction:8000>fine_tuning")
 
 
+METHODS = {"defenses": {d: {"model_kind": "", "control": False, "claims": []} for d in DEFENSES}, "attacks": {}}
+
+
 def synthetic_table() -> pd.DataFrame:
     """A leaderboard of made-up numbers with every column (the page's behaviour, not its science, is tested)."""
     rows = []
@@ -21,7 +24,9 @@ def synthetic_table() -> pd.DataFrame:
             for i, s in enumerate(strengths):
                 row = {c: math.nan for c in COLUMNS}
                 outside = d == "vlpmarker" and a == "pruning"
-                row.update(defense=d, attack=a, strength=s, n_seeds=0 if outside else 3,
+                row.update(defense=d, model_kind={"null_embedding": "classifier", "vlpmarker": "vlp"}[d], attack=a,
+                           strength=s, strength_rank=i, n_seeds=0 if outside else 10, seeds_detected_calibrated=10,
+                           seeds_removed=0 if i < 2 else 10,
                            status="n/a: outside the threat model" if outside else "ok",
                            attack_succeeded="" if outside else ("yes" if i == 2 else "no: mark kept"),
                            utility_attacked=0.9 - 0.1 * i + 0.01 * len(rows), verification_rate=1.0 - 0.4 * i,
@@ -35,12 +40,15 @@ def synthetic_table() -> pd.DataFrame:
 
 def test_summary_cells_take_their_outcome_class():
     assert [outcome(t) for t in ("removed (x)", "kept (x)", "utility lost (x)", "control (x)", "n/a", "",
-                                 "verified (x)", "not verified (x)", "not verified before (x)")] == \
-        ["removed", "kept", "utility-lost", "control", "na", "empty", "kept", "removed", "na"]
+                                 "verified (x)", "not verified (x)", "not verified before (x)", "undecided (3/10)",
+                                 "undecided before (4/10)")] == \
+        ["removed", "kept", "utility-lost", "control", "na", "empty", "kept", "removed", "na", "undecided",
+         "undecided"]
 
 
 def test_site_is_self_contained(tmp_path):
-    index = render_site(synthetic_table(), tmp_path / "site", profile="test", drop=0.05, reproducibility="r")
+    index = render_site(synthetic_table(), tmp_path / "site", profile="test", drop=0.05, reproducibility="r",
+                        methods=METHODS)
     html = index.read_text()
     assert "http://" not in html and "https://" not in html  # nothing from the network
     assert {p.name for p in (tmp_path / "site").iterdir()} >= {"index.html", "wmbench.js", "style.css", "plots"}
@@ -66,7 +74,8 @@ def test_the_page_works_in_a_real_browser(driver, tmp_path):
     from selenium.webdriver.support.ui import Select
 
     table = synthetic_table()
-    index = render_site(table, tmp_path / "run" / "site", profile="test", drop=0.05, reproducibility="r")
+    index = render_site(table, tmp_path / "run" / "site", profile="test", drop=0.05, reproducibility="r",
+                        methods=METHODS)
     driver.get(index.resolve().as_uri())
     # the summary matrix: one cell per (defense, attack)
     cells = driver.find_elements("css selector", "#summary td[data-attack]")
@@ -123,3 +132,26 @@ def test_latex_tables_use_booktabs(tmp_path):
     for path in write_latex(folder):
         text = path.read_text()
         assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
+
+
+@pytest.mark.parametrize("folder, profile", [("results", "default"), ("results/standard", "standard")])
+def test_a_published_leaderboard_is_rebuilt_from_its_database_alone(folder, profile, tmp_path, monkeypatch):
+    """Re-rendering a published database gives its files byte for byte, also after a defense's claims and an
+    attack's strengths change in the source: what rendering needs of the methods is stored in the database."""
+    from pathlib import Path
+
+    from attacks.pruning import Pruning
+    from bench.report import write_leaderboard
+    from defenses.null_embedding import NullEmbedding
+
+    published = Path(__file__).resolve().parents[1] / folder
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copyfile(published / "results.sqlite", copy / "results.sqlite")
+    write_leaderboard(copy, profile)
+    first = {name: (copy / name).read_bytes() for name in ("leaderboard.csv", "leaderboard.md", "claims.csv")}
+    monkeypatch.setattr(NullEmbedding, "claims", ())
+    monkeypatch.setattr(Pruning, "strengths", tuple(reversed(Pruning.strengths)))
+    write_leaderboard(copy, profile)
+    assert {name: (copy / name).read_bytes() for name in first} == first
+    assert all((published / name).read_bytes() == data for name, data in first.items()), "publish again"

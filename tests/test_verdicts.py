@@ -1,6 +1,7 @@
 """Verdicts a paper can cite: false positives counted over distinct units, thresholds calibrated on
 innocents they are not judged on, attack success needing removal *and* utility, threat models, and
 numbers that do not depend on the machine's CPU kernels in portable mode."""
+import dataclasses
 import json
 import os
 import sqlite3
@@ -35,10 +36,14 @@ def test_cross_fitted_calibration_is_not_optimistic_like_in_sample():
     assert all(not (names & {u.name for u in held}) for names, held in zip(fitted_on, calibration.held_out))
 
 
-def prepared(seed: int, innocent_scores: list[float], wrong_scores: list[float], marked: float = 0.9) -> Prepared:
+def prepared(seed: int, innocent_scores: list[float], wrong_scores: list[float], marked: float = 0.9,
+             owner: float | None = 0.95) -> Prepared:
+    """A seed's preparation; `owner` is the owner's score on its unattacked marked model (None: not recorded,
+    as in runs before it was, whose `none` cells say it)."""
     innocent = [check(s, f"model {i}") for i, s in enumerate(innocent_scores)]
     wrong = [check(s, f"key {seed}-{j}") for j, s in enumerate(wrong_scores)]
-    return Prepared("null_embedding", seed, 0.95, marked, innocent, wrong, 0.0)
+    return Prepared("null_embedding", seed, 0.95, marked, innocent, wrong, 0.0,
+                    owner_check=None if owner is None else check(owner))
 
 
 def cell(seed: int, score: float, utility: float, matched: float = 0.0) -> CellResult:
@@ -95,8 +100,13 @@ def test_an_attack_cannot_remove_a_mark_that_was_not_there():
     the mark was absent, the row says so instead of `yes`, and the papers' robustness claims are not judged
     from it; when they do not decide, the summary says `undecided before (k/n)`."""
 
-    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(10)}
+    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1], owner=None)
+             for s in range(10)}
     attacked = [cell(s, 0.05, 0.94) for s in range(10)]  # undetected after the attack, utility kept
+    unknown = leaderboard(attacked, preps, fpr_target=0.01).iloc[0]  # no record of the unattacked model at all
+    assert unknown.seeds_removed == 0 and unknown.attack_succeeded == "no: mark not detected before the attack"
+    recorded = {k: dataclasses.replace(p, owner_check=check(0.95)) for k, p in preps.items()}
+    assert leaderboard(attacked, recorded, fpr_target=0.01).iloc[0].attack_succeeded == "yes"
     marked_everywhere = [unattacked(s, 0.95) for s in range(10)]
     table = leaderboard(attacked + marked_everywhere, preps, fpr_target=0.01)
     assert table.set_index("attack").loc["pruning", "attack_succeeded"] == "yes"

@@ -61,6 +61,7 @@ def test_verifies_on_stolen_model_not_on_innocent_ones(setup, make_ctx):
 
 def test_triggers_come_from_a_source_the_thief_never_queries(setup):
     from attacks.extraction import queries
+    from bench.context import derive_seed
     from bench.data import procedural_images, sample_photo_crops
 
     defense, ctx, key, _ = setup
@@ -71,8 +72,11 @@ def test_triggers_come_from_a_source_the_thief_never_queries(setup):
     for name, images in sources.items():  # no trigger is (or nearly is) any image of another source
         gap = torch.cdist(triggers.flatten(1), images.flatten(1)).min()
         assert gap > 1.0, f"a trigger is among the {name}"
-    assert "procedural_images" in defense.select_triggers.__code__.co_names
-    assert "procedural_images" not in queries.__code__.co_names and "sample_photo_crops" in queries.__code__.co_names
+    # every trigger is one of the key's procedural candidates, and no query of the thief is near any of them
+    candidates = procedural_images(defense.n_candidates, ctx.data.image_size, ctx.data.channels,
+                                   derive_seed(defense.name, key.secret)).flatten(1)
+    assert (triggers.flatten(1)[:, None] == candidates[None]).all(-1).any(1).all()
+    assert torch.cdist(thief.flatten(1), candidates).min() > 1.0
     x = procedural_images(4, 32, 1, seed=5)
     assert torch.equal(x, procedural_images(4, 32, 1, seed=5)) and x.min() == 0 and x.max() == 1
 

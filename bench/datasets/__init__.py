@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bench.data import Dataset
-from bench.plugins import Catalog
+from bench.plugins import Catalog, instance_of
 
 DATASET_GROUP = "wmbench.datasets"
 ALLOW_DOWNLOAD = "WMBENCH_ALLOW_DOWNLOAD"  # "1": loaders may download what is not on disk
@@ -26,7 +26,7 @@ class DatasetInfo:
     load: Callable[[str, int, int], Dataset]  # (argument after ':', image size, training-image limit) → Dataset
 
 
-_CATALOG: Catalog[DatasetInfo] = Catalog("dataset", DATASET_GROUP, (__name__,), DatasetInfo)
+_CATALOG: Catalog[DatasetInfo] = Catalog("dataset", DATASET_GROUP, (__name__,), instance_of(DatasetInfo))
 register_dataset = _CATALOG.register
 reload = _CATALOG.reload
 dataset_names = _CATALOG.names

@@ -4,12 +4,12 @@ black-box query of it returns), and the registry of kinds. Each kind is one modu
 (`classifier.py`, `encoder.py`, `vlp.py`) that registers itself with `@register_kind` when imported."""
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
+from bench.plugins import Catalog
 from bench.protocols import WmbenchError
 
 if TYPE_CHECKING:
@@ -44,7 +44,22 @@ class ModelKindSpec(Protocol):
         """How far the student's outputs on `x` are from the service's `answers`."""
 
 
-KINDS: dict[str, ModelKindSpec] = {}
+KIND_GROUP = "wmbench.kinds"
+KIND_MEMBERS = ("name", "version", "new", "train_base", "utility", "query", "adapt", "student", "imitation_loss")
+
+
+def _check_kind(entry: object) -> ModelKindSpec:
+    """A model kind (its class or an instance) checked against `ModelKindSpec`; stored as an instance."""
+    kind = entry() if isinstance(entry, type) else entry
+    missing = [m for m in KIND_MEMBERS if not hasattr(kind, m)]
+    if missing:
+        raise WmbenchError(f"model kind {entry!r} lacks {', '.join(missing)}")
+    return kind
+
+
+# The kinds: every module of this package that defines one registers it (`@register_kind`); outside packages
+# through the entry-point group `wmbench.kinds`, pointing at the kind's class.
+KINDS: Catalog[ModelKindSpec] = Catalog("model kind", KIND_GROUP, ("bench.kinds",), _check_kind)
 
 # Peak learning rates of the from-scratch recipes, all trained with the one-cycle schedule (`fit`): 15
 # classifier epochs at 1e-2 reach the accuracy of 25 constant-rate epochs at 3e-3 (0.966 vs 0.971, mean of
@@ -54,16 +69,12 @@ BASE_LR = {"classifier": 1e-2, "encoder": 2e-3}
 
 
 def register_kind(cls: type) -> type:
-    KINDS[cls.name] = cls()
-    return cls
-
-
-BUILTIN_KINDS = ("classifier", "encoder", "vlp")  # each a module of this package that registers itself
+    return KINDS.register(cls)
 
 
 def get_kind(name: str) -> ModelKindSpec:
-    if name not in KINDS and name in BUILTIN_KINDS:
-        importlib.import_module(f"bench.kinds.{name}")
-    if name not in KINDS:
-        raise WmbenchError(f"unknown model kind '{name}'; valid: {', '.join(BUILTIN_KINDS)}")
-    return KINDS[name]
+    return KINDS.get(name)
+
+
+def kind_names() -> list[str]:
+    return KINDS.names()

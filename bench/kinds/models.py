@@ -13,15 +13,16 @@ architecture (in_channels, dim, width); both keep activations channels-last on t
 convolutions and pooling are about 1.8× faster in that layout, the arithmetic unchanged)."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from bench.plugins import Catalog
+from bench.cache import set_model_factory
+from bench.plugins import Catalog, instance_of
 from bench.protocols import WmbenchError
+from bench.training import clone  # noqa: F401  (where the methods import it from)
 
 ARCHITECTURE_GROUP = "wmbench.architectures"
 
@@ -37,8 +38,9 @@ class Architecture:
     transform: str = ""  # buffer path of a fixed output transform (a service's, a disguise's); "" if none
 
 
-_CATALOG: Catalog[Architecture] = Catalog("architecture", ARCHITECTURE_GROUP, ("bench.kinds.models", "bench.kinds.vlp"),
-                                          Architecture)
+_CATALOG: Catalog[Architecture] = Catalog("architecture", ARCHITECTURE_GROUP, ("bench.kinds.models", "bench.kinds.vlp",
+                                                                              "bench.served"),
+                                          instance_of(Architecture))
 architecture_names = _CATALOG.names
 get_architecture = _CATALOG.get
 reload = _CATALOG.reload
@@ -69,11 +71,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def clone(model: nn.Module) -> nn.Module:
-    """An independent copy that keeps the recipe (`spec`)."""
-    twin = copy.deepcopy(model)
-    twin.spec = copy.deepcopy(model.spec)
-    return twin
+set_model_factory(lambda spec: create_model(spec["name"], **spec["kwargs"]))
 
 
 def submodule(model: nn.Module, path: str) -> Any:

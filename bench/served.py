@@ -1,0 +1,198 @@
+"""Suspects of any shape: a model served behind pre- and post-processing, as a deployed service is.
+
+An attack may return its victim wrapped (`serve(model, pre=..., post=...)`): every query passes the input
+transforms `pre` before the model and the outputs pass `post` after it (a VLP service's image and text
+embeddings alike). Verification and utility treat the wrapper like any model. Each transform is registered
+by name with JSON parameters (`@register_transform`, or the entry-point group `wmbench.transforms` pointing
+at a `Transform`), so the wrapper's recipe is data: `{"name": "served", "kwargs": {"inner": <the model's
+recipe>, "pre": [...], "post": [...]}}`, which the artifact cache stores and rebuilds like any model's."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.kinds.models import create_model, register_architecture
+from bench.plugins import Catalog, instance_of
+
+TRANSFORM_GROUP = "wmbench.transforms"
+
+
+@dataclass(frozen=True)
+class Transform:
+    name: str
+    description: str
+    build: Callable[..., nn.Module]  # keyword parameters (JSON values) → the transform as a module
+
+
+_TRANSFORMS: Catalog[Transform] = Catalog("transform", TRANSFORM_GROUP, ("bench.served",), instance_of(Transform))
+transform_names = _TRANSFORMS.names
+get_transform = _TRANSFORMS.get
+
+
+def register_transform(description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register the decorated factory (keyword parameters → nn.Module) under its own name."""
+
+    def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _TRANSFORMS.register(Transform(build.__name__, description, build))
+        return build
+
+    return decorator
+
+
+class Served(nn.Module):
+    """`inner` behind input transforms `pre` (applied in order) and output transforms `post`."""
+
+    def __init__(self, inner: nn.Module, pre: list[nn.Module], post: list[nn.Module]):
+        super().__init__()
+        self.inner, self.pre, self.post = inner, nn.ModuleList(pre), nn.ModuleList(post)
+
+    def _in(self, x: torch.Tensor) -> torch.Tensor:
+        for t in self.pre:
+            x = t(x)
+        return x
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        for t in self.post:
+            y = t(y)
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._out(self.inner(self._in(x)))
+
+    def __getattr__(self, name: str) -> Any:
+        """What the served model offers besides `forward` (a service's `encode_image` and `encode_text`, whose
+        answers pass the same steps; its kind, …), where the served model has it."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "inner":
+                raise
+        answer = getattr(super().__getattr__("inner"), name)
+        if name == "encode_image":
+            return lambda x: self._out(answer(self._in(x)))
+        if name == "encode_text":
+            return lambda texts: self._out(answer(texts))
+        return answer
+
+
+@register_architecture("any", "a model served behind input/output transforms (`bench.served.serve`)")
+def served(inner: dict[str, Any], pre: list[dict[str, Any]] = (), post: list[dict[str, Any]] = ()) -> nn.Module:
+    def build(steps: list[dict[str, Any]]) -> list[nn.Module]:
+        return [get_transform(s["name"]).build(**s.get("params", {})) for s in steps]
+
+    return Served(create_model(inner["name"], **inner["kwargs"]), build(pre), build(post))
+
+
+def serve(model: nn.Module, pre: list[dict[str, Any]] = (), post: list[dict[str, Any]] = (),
+          post_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """`model` behind the transforms `pre` and `post` (each `{"name": <registered transform>, "params": {…}}`);
+    a model already served keeps its own transforms inside the new ones. `post_state` gives buffers of the
+    new `post` steps by their index in `post` (`{"0.directions": …}`), for transforms fitted to data."""
+    inner, old_pre, old_post = model, [], []
+    if isinstance(model, Served):
+        inner, old_pre, old_post = model.inner, model.spec["kwargs"]["pre"], model.spec["kwargs"]["post"]
+    wrapped = create_model("served", inner=inner.spec, pre=[*pre, *old_pre], post=[*old_post, *post])
+    wrapped.inner.load_state_dict(inner.state_dict())
+    if isinstance(model, Served):  # the old steps keep their fitted buffers
+        for i, step in enumerate(model.pre):
+            wrapped.pre[len(pre) + i].load_state_dict(step.state_dict())
+        for i, step in enumerate(model.post):
+            wrapped.post[i].load_state_dict(step.state_dict())
+    for name, value in (post_state or {}).items():
+        index, _, buffer = name.partition(".")
+        getattr(wrapped.post[len(old_post) + int(index)], buffer).copy_(value)
+    return wrapped.to(next(inner.parameters()).device).eval()
+
+
+@register_transform("clamp every input value into [low, high] (an input check that sanitises out-of-range pixels)")
+def clamp(low: float = 0.0, high: float = 1.0) -> nn.Module:
+    return _Lambda(lambda x: x.clamp(low, high))
+
+
+@register_transform("quantise inputs in [0, 1] to `levels` grey levels (8-bit: 256)")
+def quantize(levels: int = 256) -> nn.Module:
+    return _Lambda(lambda x: torch.round(x.clamp(0, 1) * (levels - 1)) / (levels - 1))
+
+
+@register_transform("Gaussian blur of the input with standard deviation `sigma` pixels")
+def gaussian_blur(sigma: float = 1.0) -> nn.Module:
+    radius = max(1, int(round(2 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-t**2 / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        k = kernel.to(x)
+        x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                     groups=c)
+        return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+                        groups=c)
+
+    return _Lambda(blur)
+
+
+class _Lambda(nn.Module):
+    """A parameter-free transform given as a function."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+@register_transform("Gaussian noise of standard deviation `std` per dimension on each returned embedding, then "
+                    "L2-normalised (the noise drawn from `seed` afresh for every call)")
+def embedding_noise(std: float = 0.05, seed: int = 0) -> nn.Module:
+    def noisy(y: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return F.normalize(y + std * torch.randn(y.shape, generator=gen).to(y), dim=-1)
+
+    return _Lambda(noisy)
+
+
+@register_transform("each embedding dimension quantised to `levels` values in [-1, 1], then L2-normalised")
+def embedding_quantize(levels: int = 256) -> nn.Module:
+    return _Lambda(lambda y: F.normalize(torch.round((y.clamp(-1, 1) + 1) / 2 * (levels - 1)) / (levels - 1) * 2 - 1,
+                                         dim=-1))
+
+
+class ProjectOut(nn.Module):
+    """Removes the span of the rows of `directions` (k × dim, orthonormal) from every output, then
+    L2-normalises: WARDEN's CSE attack on an embedding watermark drops the top principal directions."""
+
+    def __init__(self, k: int, dim: int):
+        super().__init__()
+        self.register_buffer("directions", torch.zeros(k, dim))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        u = self.directions.to(y)
+        return F.normalize(y - (y @ u.T) @ u, dim=-1)
+
+
+class Permute(nn.Module):
+    """Reorders the dimensions of every output by the permutation `order`."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("order", torch.arange(dim))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y[..., self.order]
+
+
+@register_transform("the span of k directions (a buffer, e.g. the top principal directions) removed from every "
+                    "output, then L2-normalised")
+def project_out(k: int, dim: int) -> nn.Module:
+    return ProjectOut(k, dim)
+
+
+@register_transform("the output's dimensions reordered by a fixed permutation (a buffer)")
+def permute(dim: int) -> nn.Module:
+    return Permute(dim)
