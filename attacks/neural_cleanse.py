@@ -97,7 +97,7 @@ class NeuralCleanse(AttackBase):
     family = "backdoor removal"
     model_kinds = ("classifier",)
     strengths = ("1", "3", "6")
-    version = "4"
+    version = "5"
     flag_index = 2.0
     trigger_fraction = 0.2
 
@@ -143,8 +143,8 @@ class NeuralCleanse(AttackBase):
                   "anomaly_index": [round(v, 4) for v in index], "mask_l1": found.params["mask_l1"],
                   "trigger_success": success,
                   "min_flagged_trigger_success": min((success[c] for c in flagged), default=float("nan"))}
-        if not flagged:
-            return {s: AttackOutput(model, report=report) for s in strengths}
+        if not flagged:  # nothing to unlearn: the model comes back unchanged, an outcome of its own
+            return {s: AttackOutput(model, report={**report, "inactive": "nothing flagged"}) for s in strengths}
         a = ctx.data.attacker
         masks = found.tensors["masks"][flagged].to(ctx.device)
         patterns = found.tensors["patterns"][flagged].to(ctx.device)

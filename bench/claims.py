@@ -2,7 +2,7 @@
 
 A defense lists its paper's claims as `claims` (optional member, a tuple of `Claim`); each names the test
 that judges it and, where the test needs them, the attacks whose rows bear on it. A test reads the
-leaderboard table (`bench.report.leaderboard`) and returns the measured numbers and a verdict — `holds`,
+leaderboard table (`bench.scoring.leaderboard`) and returns the measured numbers and a verdict — `holds`,
 `partly` or `fails` — with the setting it holds or fails under. A verdict that rests on what happens "in most
 seeds" is called only where the seeds' 95 % Wilson interval decides (`bench.scoring.decide`); otherwise it
 reads `undecided (k/n)`."""
@@ -111,6 +111,12 @@ def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
                          "not tested (the mark is not detected on the owner's own unattacked model)"
                          if verified is False else
                          f"not tested (the owner's own unattacked model: {undecided(none['seeds_detected_calibrated'], none['n_seeds'])})")
+    idle = [a for a, g in picked.groupby("attack", sort=True)
+            if g["attack_succeeded"].astype(str).str.startswith("no: nothing").all()]
+    if idle and len(idle) == picked["attack"].nunique():  # every attack left the model unchanged
+        return Judgement(", ".join(idle), "; ".join(f"{a}: {picked[picked.attack == a].iloc[0]['attack_succeeded'][4:]}"
+                                                   for a in idle),
+                         "not tested (the attacks left the model unchanged)")
     parts, removed_by, unsure = [], [], []
     for attack, group in picked.groupby("attack", sort=True):
         best = group.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]

@@ -21,7 +21,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     defenses = [(n, registry.get_defense(n).model_kind, registry.get_defense(n).version)
                 for n in registry.defense_names()]
-    attacks = [(n, ", ".join(a.model_kinds), ", ".join(a.strengths), a.version)
+    attacks = [(n, a.family, ", ".join(a.model_kinds), ", ".join(a.strengths), a.version)
                for n in registry.attack_names() for a in [registry.get_attack(n)]]
     from bench.datasets import dataset_names, get_dataset_info
 
@@ -29,7 +29,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             for n in dataset_names() for info in [get_dataset_info(n)]]
     print(tabulate(defenses, headers=["defense", "model kind", "version"]))
     print()
-    print(tabulate(attacks, headers=["attack", "model kinds", "strengths", "version"]))
+    print(tabulate(attacks, headers=["attack", "family", "model kinds", "strengths", "version"]))
     print()
     print(tabulate(data, headers=["dataset", "description", "size", "channels", "classes"]))
     from bench.kinds.models import architecture_names, get_architecture
@@ -67,11 +67,13 @@ def _config(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.executors import make_executor
+    from bench.report import write_leaderboard
     from bench.runner import run_matrix
 
     cfg = _config(args)
     executor = make_executor(args.executor, cfg.workers, args.address)
     summary = run_matrix(cfg, executor, progress=not args.quiet)
+    write_leaderboard(cfg.out, cfg.label)
     print(timing_table(summary.timing, cfg.workers))
     print(f"{summary.ran} cells run, {summary.reused} reused from {cfg.out}, {summary.outside} n/a (outside the "
           f"threat model), {summary.failed} failed, "
@@ -90,7 +92,8 @@ def timing_table(timing: list, workers: int) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import merge_runs, write_latex, write_leaderboard
+    from bench.publish import merge_runs
+    from bench.report import write_latex, write_leaderboard
     from bench.results import DB_NAME
 
     out = Path(args.out)
@@ -121,7 +124,7 @@ def _site(out: Path, profile: str, screenshot: bool) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from bench.report import publish
+    from bench.publish import publish
 
     table = publish(args.source, args.target, args.profile, readme=args.readme, allow_unlocked=args.allow_unlocked)
     print(f"published {args.source} → {args.target}: {len(table)} rows (results.sqlite, leaderboard.csv/.md/.png, "

@@ -14,7 +14,7 @@ from bench.cache import ArtifactCache, weights_digest
 from bench.config import Profile
 from bench.data import Dataset
 from bench.kinds import models as _architectures  # noqa: F401  (how the cache rebuilds the models it stores)
-from bench.kinds.base import ModelKindSpec, get_kind
+from bench.kinds.base import Clean, ModelKindSpec, get_kind
 from bench.protocols import Attack, AttackOutput
 
 
@@ -28,37 +28,15 @@ def random_orthogonal(dim: int, seed: int) -> torch.Tensor:
     return torch.as_tensor(ortho_group.rvs(dim, random_state=np.random.default_rng(seed)), dtype=torch.float32)
 
 
-@dataclass(frozen=True)
-class Clean:
-    """A clean model of a kind: trained by the owner's recipe with `seed` on one split of the data (`owner`,
-    or `attacker`: data the owner never used), or a pretrained `checkpoint` (`open_clip:<model>:<pretrained>`)."""
-
-    seed: int
-    split: str = "owner"
-    checkpoint: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.checkpoint or f"seed {self.seed} on the {self.split} split"
-
-
 def innocent_pool(profile: Profile, kind: str) -> list[Clean]:
-    """The innocent models of a kind that every owner key is checked against: `n_innocent` independently
-    trained clean models, every other one on the attacker's split (data the owner never used). For a
-    pretrained VLP source the innocents are the other checkpoints the user named (`vlp_innocents`): copies
-    of the owner's own weights would not be innocent."""
-    if kind == "vlp" and profile.vlp.startswith("open_clip:"):
-        return [Clean(0, checkpoint=c) for c in profile.vlp_innocents]
-    return [Clean(10_000 + i, "attacker" if i % 2 else "owner") for i in range(profile.n_innocent)]
+    """The innocent models of a kind that every owner key is checked against (the kind's own policy,
+    `ModelKindSpec.innocents`)."""
+    return get_kind(kind).innocents(profile)
 
 
 def innocent_pool_gap(profile: Profile, kind: str) -> str:
     """Why a kind has no innocent models in this profile ('' when it has them)."""
-    if innocent_pool(profile, kind):
-        return ""
-    if kind == "vlp" and profile.vlp.startswith("open_clip:"):
-        return "pretrained VLP source and no innocent checkpoints named (--vlp-innocents)"
-    return "n_innocent = 0"
+    return "" if innocent_pool(profile, kind) else get_kind(kind).innocent_gap(profile)
 
 
 @dataclass(frozen=True)

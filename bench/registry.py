@@ -5,7 +5,7 @@ checked against the contract when it is registered or loaded (`bench.protocols.c
 attack name is accepted and registered with `register_chain`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bench.plugins import Catalog
 from bench.protocols import Attack, AttackBase, AttackOutput, Context, Defense, WmbenchError, complete

@@ -1,282 +1,21 @@
-"""Leaderboard files derived from the results database: `leaderboard.csv`, `leaderboard.md` (tabulate: the
-summary matrix, the papers' claims judged from the rows, every row), `claims.csv`, `leaderboard.png`
-(utility after attack against verification rate), and on request LaTeX tables and the static site. Each
-file is written to a temporary file and renamed, so a crash never leaves half of one."""
+"""The text views, plots and files of a run's leaderboard, read from its database alone (the table itself is
+`bench.scoring.leaderboard`): `leaderboard.csv`, `leaderboard.md` (tabulate: the summary matrix, the papers'
+claims judged from the rows, every row), `claims.csv`, `leaderboard.png` (utility after attack against
+verification rate), and on request LaTeX tables. Each file is written to a temporary file and renamed, so a
+crash never leaves half of one."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, median, pstdev
 
-import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from bench import __version__
 from bench.cache import atomic_write
 from bench.claims import claims_table, owner_verified
-from bench.results import CellResult, Check, Prepared, ResultsDB
-from bench.scoring import decide, undecided, wilson
-
-COLUMNS = [
-    "defense", "model_kind", "attack", "family", "strength", "strength_rank", "status", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
-    "utility_marked_std", "utility_attacked", "utility_attacked_std",
-    "verification_rate", "verification_ci_low", "verification_ci_high", "auc",
-    "verification_rate_calibrated", "threshold_calibrated",
-    "false_positive_rate", "fpr_ci_low", "fpr_ci_high", "false_positive_rate_calibrated",
-    "n_innocent_models", "n_wrong_keys", "n_attacked_clean", "fpr_note",
-    "removal_rate", "attack_succeeded", "removal_verdict", "threshold", "p_value_median",
-    "identification_rate", "pirate_verification_rate", "pirate_clean_verification_rate", "ambiguity_rate",
-    "seeds_detected_calibrated", "seeds_removed", "seeds_identified", "seeds_pirate_verified",
-    "attack_report", "seconds",
-]
-
-
-def calibrated_threshold(innocent_scores: list[float], fpr_target: float) -> float:
-    """The statistic's threshold that at most `fpr_target` of the innocent scores exceed. With fewer than
-    1/fpr_target innocent scores this is their maximum: an empirical bound, not an exact 1 % point."""
-    if not innocent_scores:
-        return float("nan")
-    return float(np.quantile(np.asarray(innocent_scores), 1 - fpr_target, method="higher"))
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One innocent unit: a distinct model or key, with its score (for a model checked with several owners'
-    keys, the largest: the unit counts as a false positive if any check flags it)."""
-
-    name: str
-    kind: str  # "model", "wrong key" or "attacked clean"
-    score: float
-    flagged: bool  # at the method's own threshold
-    seed: int = -1  # the owner seed a wrong key or an attacked clean model belongs to (-1: every seed)
-
-
-def units(checks: list[Check], kind: str, seed: int = -1) -> list[Unit]:
-    """Merge repeated checks of the same unit (same `Check.unit`) into one unit."""
-    by_name: dict[str, list[Check]] = defaultdict(list)
-    for i, c in enumerate(checks):
-        by_name[c.unit or f"{kind} {i}"].append(c)
-    return [Unit(name, kind, max(c.statistic for c in cs), any(c.detected for c in cs), seed)
-            for name, cs in sorted(by_name.items())]
-
-
-def halves(pool: list[Unit]) -> tuple[list[Unit], list[Unit]]:
-    """A fixed split of the calibration pool into two halves, alternating within each kind of unit."""
-    a: list[Unit] = []
-    b: list[Unit] = []
-    for kind in sorted({u.kind for u in pool}):
-        for i, u in enumerate(sorted((u for u in pool if u.kind == kind), key=lambda u: u.name)):
-            (a if i % 2 == 0 else b).append(u)
-    return a, b
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Thresholds calibrated on one half of the innocent pool, each judged on the other half (cross-fitted)."""
-
-    thresholds: tuple[float, float]
-    held_out: tuple[list[Unit], list[Unit]]  # the half each threshold was NOT fitted on
-
-    @classmethod
-    def cross_fitted(cls, pool: list[Unit], fpr_target: float) -> "Calibration":
-        a, b = halves(pool)
-        return cls((calibrated_threshold([u.score for u in a], fpr_target),
-                    calibrated_threshold([u.score for u in b], fpr_target)), (b, a))
-
-    def detection_rate(self, scores: list[float]) -> float:
-        """Mean over the two thresholds of the fraction of `scores` above it."""
-        if not scores:
-            return float("nan")
-        return float(np.mean([np.mean([s > t for s in scores]) for t in self.thresholds]))
-
-    def false_positive_rate(self, extra: list[Unit] = ()) -> float:
-        """Mean over the two thresholds of the fraction flagged among the held-out half plus `extra` units
-        (innocents never used for calibration, such as the attacked clean models of a row)."""
-        rates = [np.mean([u.score > t for u in held + list(extra)]) for t, held in zip(self.thresholds, self.held_out)
-                 if held or extra]
-        return float(np.mean(rates)) if rates else float("nan")
-
-
-def in_sample_false_positive_rate(pool: list[Unit], fpr_target: float) -> float:
-    """The optimistic number cross-fitting avoids: threshold fitted and judged on the same innocents."""
-    t = calibrated_threshold([u.score for u in pool], fpr_target)
-    return float(np.mean([u.score > t for u in pool]))
-
-
-def auc(positive: list[float], negative: list[float]) -> float:
-    """Area under the ROC curve of scores of marked models (positive) against innocent ones (ties count ½)."""
-    if not positive or not negative:
-        return float("nan")
-    p, n = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
-    return float(np.mean((p > n) + 0.5 * (p == n)))
-
-
-def innocent_pool(prepared: list[Prepared]) -> list[Unit]:
-    """The calibration pool of a defense: its innocent models (each once, over every owner's key) and its
-    wrong keys (distinct per seed)."""
-    models = units([c for p in prepared for c in p.innocent_checks], "model")
-    keys = [u for p in prepared for u in units(p.wrong_key_checks, "wrong key", p.seed)]
-    return models + keys
-
-
-def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepared], fpr_target: float,
-                max_utility_drop: float = 0.05, methods: dict | None = None) -> pd.DataFrame:
-    """One row per (defense, attack, strength), aggregated over seeds; false positives over distinct units.
-    `methods` (`registry.describe_methods`, as the run stored it) says each defense's kind and control flag
-    and each attack's order of strengths; the table depends on nothing else."""
-    methods = methods or {"defenses": {}, "attacks": {}}
-    by_row: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
-    for c in cells:
-        by_row[(c.cell.defense, c.cell.attack, c.cell.strength)].append(c)
-    pools = {d: innocent_pool([p for (dd, _), p in sorted(prepared.items()) if dd == d])
-             for d in {d for d, _ in prepared}}
-    calibrations = {d: Calibration.cross_fitted(pool, fpr_target) for d, pool in pools.items()}
-    # the owner's key on its own unattacked marked model, per (defense, seed): recorded with the seed's
-    # preparation (older runs: their `none` cell); NaN where neither exists, which counts as not detected
-    unattacked = {(c.cell.defense, c.cell.seed): c.check.statistic for c in cells
-                  if c.cell.attack == "none" and c.status == "ok"}
-    unattacked.update({key: p.owner_check.statistic for key, p in prepared.items() if p.owner_check is not None})
-
-    rows = []
-    for (defense, attack, strength), results in sorted(by_row.items()):
-        defense_meta = methods["defenses"].get(defense, {})
-        order = methods["attacks"].get(attack, {}).get("strengths", [])
-        attack_meta = methods["attacks"].get(attack, {})
-        row = {"defense": defense, "model_kind": defense_meta.get("model_kind", ""), "attack": attack,
-               "family": attack_meta.get("family", ""), "strength": strength, "strength_rank": order.index(strength) if strength in order else len(order)}
-        outside = [r.status for r in results if r.status.startswith("n/a")]
-        if outside:
-            rows.append({**row, "status": outside[0], "n_seeds": 0})
-            continue
-        ok = [r for r in results if r.status == "ok"]
-        preps = [prepared[(defense, r.cell.seed)] for r in ok if (defense, r.cell.seed) in prepared]
-        checks = [r.check for r in ok]
-        scores = [c.statistic for c in checks]
-        pool = pools.get(defense, [])
-        matched = [u for r in ok if r.matched_innocent is not None
-                   for u in units([r.matched_innocent], "attacked clean", r.cell.seed)]
-        seeds = {p.seed for p in preps}
-        row_units = [u for u in pool if u.seed < 0 or u.seed in seeds] + matched
-        k, n = _rate(checks)
-        fk, fn = sum(u.flagged for u in row_units), len(row_units)
-        calibration = calibrations.get(defense)
-        gap = next((p.innocent_gap for p in preps if p.innocent_gap), "")
-        pirates = [r.pirate_check for r in ok if r.pirate_check is not None]
-        pirates_clean = [r.pirate_clean_check for r in ok if r.pirate_clean_check is not None]
-        both = [r.check.detected and r.pirate_check.detected for r in ok if r.pirate_check is not None]
-        failed = [r.status for r in results if r.status != "ok"]
-        attacked = [r.utility_attacked for r in ok]
-        row.update({
-            "status": "ok" if not failed else f"{failed[0]} ({len(failed)}/{len(results)} seeds)",
-            "n_seeds": len(ok),
-            "utility_clean": _mean(p.utility_clean for p in preps),
-            "utility_clean_std": _std(p.utility_clean for p in preps),
-            "utility_marked": _mean(p.utility_marked for p in preps),
-            "utility_marked_std": _std(p.utility_marked for p in preps),
-            "utility_attacked": _mean(attacked),
-            "utility_attacked_std": _std(attacked),
-            "verification_rate": k / n if n else float("nan"),
-            "verification_ci_low": wilson(k, n)[0], "verification_ci_high": wilson(k, n)[1],
-            "auc": auc(scores, [u.score for u in pool] + [u.score for u in matched]),
-            "false_positive_rate": fk / fn if fn else float("nan"),
-            "fpr_ci_low": wilson(fk, fn)[0], "fpr_ci_high": wilson(fk, fn)[1],
-            "n_innocent_models": sum(u.kind == "model" for u in row_units),
-            "n_wrong_keys": sum(u.kind == "wrong key" for u in row_units),
-            "n_attacked_clean": len(matched),
-            "fpr_note": gap,
-            "threshold": checks[0].threshold if checks else float("nan"),
-            "p_value_median": median(c.p_value for c in checks) if checks else float("nan"),
-            "identification_rate": _mean(r.identified for r in ok if r.identified is not None),
-            "pirate_verification_rate": sum(c.detected for c in pirates) / len(pirates) if pirates else None,
-            "pirate_clean_verification_rate": (sum(c.detected for c in pirates_clean) / len(pirates_clean)
-                                               if pirates_clean else None),
-            "ambiguity_rate": sum(both) / len(both) if both else None,
-            "seeds_identified": sum(bool(r.identified) for r in ok),
-            "seeds_pirate_verified": sum(c.detected for c in pirates) if pirates else None,
-            "attack_report": summarize_reports([r.attack_report for r in ok]),
-            "seconds": _mean(r.seconds for r in results),
-        })
-        if calibration is not None and pool:
-            utility_kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
-                            for r in ok if (defense, r.cell.seed) in prepared]
-            before = [unattacked.get((defense, r.cell.seed), float("nan")) for r in ok]
-            threshold = float(np.mean(calibration.thresholds))
-            row.update(removal(threshold, scores, utility_kept, before) if attack != "none" else NO_ATTACK)
-            row.update({
-                "seeds_detected_calibrated": sum(s > threshold for s in scores),
-                "threshold_calibrated": threshold,
-                "verification_rate_calibrated": calibration.detection_rate(scores),
-                "false_positive_rate_calibrated": calibration.false_positive_rate(matched),
-            })
-        if gap:  # no innocent models: no false-positive rate is claimed from keys and copies alone
-            row.update({name: float("nan") for name in ("false_positive_rate", "fpr_ci_low", "fpr_ci_high",
-                                                        "false_positive_rate_calibrated", "auc")})
-        if defense_meta.get("control", False):
-            row.update({"removal_rate": float("nan"), "attack_succeeded": "n/a (control: no mark)",
-                        "removal_verdict": "", "seeds_removed": None})
-        rows.append(row)
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-NO_ATTACK = {"removal_rate": float("nan"), "attack_succeeded": "no attack", "removal_verdict": "",
-             "seeds_removed": None}
-
-
-NO_MARK = "no: mark not detected before the attack"
-UNSURE_MARK = "no: mark detected before the attack only in"  # followed by `undecided (k/n)`
-
-
-def removal(threshold: float, scores: list[float], utility_kept: list[bool], before: list[float]) -> dict:
-    """The removal literature's rule of attack success, per seed: the attacked model is not detected at the
-    calibrated `threshold` *and* keeps its utility — in a seed whose unattacked marked model was detected
-    (score `before`; NaN where the run has no record of it: not detected), since an attack cannot remove
-    a mark that was not there. The verdict over the seeds is called only where the 95 % Wilson interval of
-    the seeds' removals decides (`bench.scoring.decide`), otherwise it reads `undecided (k/n)`; a decided
-    "no" says why: no mark before the attack, the mark kept, or the utility lost."""
-    if not scores:
-        return {}
-    n = len(scores)
-    present = [b > threshold for b in before]
-    gone = [p and s <= threshold for p, s in zip(present, scores)]
-    removed = sum(g and kept for g, kept in zip(gone, utility_kept))
-    called, had_mark = decide(removed, n), decide(sum(present), n)
-    if called:
-        verdict, decided = "yes", "removed"
-    elif called is None:
-        verdict = decided = undecided(removed, n)
-    else:
-        decided = "kept"
-        if had_mark is False:
-            verdict = NO_MARK
-        elif had_mark is None:
-            verdict = f"{UNSURE_MARK} {undecided(sum(present), n)}"
-        else:
-            verdict = "no: utility lost" if 2 * sum(gone) > sum(present) else "no: mark kept"
-    return {"removal_rate": removed / n, "attack_succeeded": verdict, "removal_verdict": decided,
-            "seeds_removed": removed}
-
-
-def _rate(checks: list[Check]) -> tuple[int, int]:
-    return int(sum(c.detected for c in checks)), len(checks)
-
-
-def summarize_reports(reports: list[dict]) -> str:
-    """Mean over seeds of each numeric scalar an attack reported (lists stay in the database)."""
-    names = sorted({k for r in reports for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    return "; ".join(f"{k}={mean(r[k] for r in reports if k in r):.3g}" for k in names)
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return mean(values) if values else float("nan")
-
-
-def _std(values) -> float:
-    """Population standard deviation over seeds (0 for one seed)."""
-    values = list(values)
-    return pstdev(values) if values else float("nan")
+from bench.results import ResultsDB
+from bench.scoring import NO_MARK, UNSURE_MARK, leaderboard, undecided
 
 
 def reproduce_command(config: dict) -> str:
@@ -429,6 +168,8 @@ def summary_outcome(best: pd.Series) -> str:
         return "undecided before " + verdict[len(UNSURE_MARK):].strip().removeprefix("undecided ")
     if verdict.startswith("undecided"):
         return verdict
+    if verdict.startswith("no: ") and verdict not in (NO_MARK, "no: mark kept", "no: utility lost"):
+        return verdict.removeprefix("no: ")  # the attack did nothing, and says why (e.g. nothing flagged)
     return {"yes": "removed", "no: mark kept": "kept", "no: utility lost": "utility lost",
             NO_MARK: "not verified before"}.get(verdict, "control")
 
@@ -443,12 +184,47 @@ def utility_drop(config: dict) -> float:
     return float(config.get("max_utility_drop", 0.05))
 
 
+def worst_case(table: pd.DataFrame) -> pd.DataFrame:
+    """Per defense, its worst case over every attack, as RobustBench reports robustness against its strongest
+    attack: among the settings that remove the mark with utility kept (as the seeds decide), the one that
+    leaves the thief the most utility; else the setting closest to a removal (most seeds removed) and
+    whether any is undecided; then the outcome per attack family (the family's best setting for the thief)."""
+    out = []
+    ran = table[(table["n_seeds"] > 0) & (table["attack"] != "none")]
+    for defense, rows in ran.groupby("defense", sort=True):
+        if rows["attack_succeeded"].astype(str).str.startswith("n/a (control").all():
+            continue
+        removed = rows[rows["removal_verdict"] == "removed"]
+        if not removed.empty:
+            best = removed.sort_values("utility_attacked", ascending=False, kind="stable").iloc[0]
+            worst = f"removed by {best['attack']} {best['strength']} (utility {best['utility_attacked']:.2f})"
+        else:
+            best = rows.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+            unsure = rows["removal_verdict"].astype(str).str.startswith("undecided").sum()
+            worst = (f"no attack removes it as the seeds decide; closest {best['attack']} {best['strength']} "
+                     f"({summary_outcome(best)})" + (f"; {unsure} settings undecided" if unsure else ""))
+        families = {}
+        for family, group in rows.groupby("family", sort=True):
+            top = group.assign(_r=group["removal_rate"].fillna(-1)).sort_values(
+                ["_r", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+            families[family or "other"] = f"{summary_outcome(top)} ({top['attack']} {top['strength']})"
+        out.append({"defense": defense, "worst case": worst, **families})
+    return pd.DataFrame(out).fillna("")
+
+
 def summary_markdown(table: pd.DataFrame, drop: float) -> str:
-    """The screen-sized view: how to read the summary matrix, and the matrix."""
+    """The screen-sized view: each defense's worst case and its family breakdown, how to read the summary
+    matrix, and the matrix."""
     if table.empty:
         return ""
+    worst = worst_case(table)
+    head = ""
+    if not worst.empty:
+        head = ("Worst case per defense (the strongest attack tried: a removal the seeds decide, with utility "
+                "kept, leaving the thief the most utility), then the outcome per attack family:\n\n"
+                + tabulate(worst, headers="keys", tablefmt="github", showindex=False) + "\n\n")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
-    return f"{summary_legend(drop)}\n\n{body}\n"
+    return f"{head}{summary_legend(drop)}\n\n{body}\n"
 
 
 def summary_legend(drop: float) -> str:
@@ -595,93 +371,3 @@ def draw_defense(ax, rows: pd.DataFrame, defense: str, style: dict[str, tuple[st
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-
-
-def publish(source: Path, target: Path, profile: str = "default", readme: Path | None = None,
-            allow_unlocked: bool = False) -> pd.DataFrame:
-    """Copy a finished run's database into the published folder (atomically) and write its leaderboard
-    there: the only way `results/` changes. A run made outside the locked environment (its recorded packages
-    differ from requirements.lock, or it recorded none) is refused unless `allow_unlocked`. With `readme`,
-    its generated blocks of this profile (`<!-- PROFILE-summary:start -->` … and `PROFILE-claims`) are
-    rewritten; other profiles' blocks stay."""
-    import shutil
-
-    from bench.protocols import WmbenchError
-    from bench.results import DB_NAME
-
-    source, target = Path(source), Path(target)
-    if not (source / DB_NAME).is_file():
-        raise WmbenchError(f"no results database in {source} (run `wmbench run --out {source}` first)")
-    if source.resolve() == target.resolve():
-        raise WmbenchError(f"publishing {source} onto itself")
-    software = ResultsDB(source, profile).meta("software") or {}
-    if not software.get("locked") and not allow_unlocked:
-        why = ("; ".join(software.get("lock_mismatches", [])[:2]) or "no lock file beside its code"
-               if software else "it recorded no package versions")
-        raise WmbenchError(f"{source} was computed outside the locked environment ({why}); rerun it after "
-                           f"`make install`, or publish it anyway with --allow-unlocked")
-    atomic_write(target / DB_NAME, lambda p: shutil.copyfile(source / DB_NAME, p))
-    table = write_leaderboard(target, profile)
-    if readme is not None and Path(readme).is_file():
-        db = ResultsDB(target, profile)
-        drop = utility_drop(db.meta("config", {}))
-        update_readme(Path(readme), {f"{profile}-summary": summary_markdown(table, drop),
-                                     f"{profile}-claims": claims_markdown(claims_table(table, drop, stored_methods(db)))})
-    return table
-
-
-def merge_runs(sources: list[Path], target: Path, profile: str = "default") -> pd.DataFrame:
-    """Combine the databases of several runs of the same profile (e.g. a plugin's run and the default one)
-    into `target` and write its leaderboard. Runs of different profiles, or with different calibration
-    settings, are refused; a cell present in several runs is taken from the last one named."""
-    from bench.protocols import WmbenchError
-    from bench.results import DB_NAME
-
-    if not sources:
-        raise WmbenchError("--merge needs at least one run folder")
-    dbs = []
-    for source in map(Path, sources):
-        if not (source / DB_NAME).is_file():
-            raise WmbenchError(f"no results database in {source}")
-        dbs.append((source, ResultsDB(source, profile)))
-    first_source, first = dbs[0]
-    settings = ("fpr_target", "max_utility_drop")
-    for source, db in dbs[1:]:
-        if db.meta(f"profile:{profile}") != first.meta(f"profile:{profile}"):
-            raise WmbenchError(f"cannot merge {source} with {first_source}: they are runs of different "
-                               f"'{profile}' profiles")
-        for name in settings:
-            if db.meta("config", {}).get(name) != first.meta("config", {}).get(name):
-                raise WmbenchError(f"cannot merge {source} with {first_source}: different {name}")
-    merged = ResultsDB(target, profile)
-    config = dict(first.meta("config", {}))
-    for field in ("defenses", "attacks"):
-        names = [n for _, db in dbs for n in (db.meta("config", {}).get(field) or [])]
-        config[field] = sorted(set(names)) or None
-    merged.set_meta("config", config)
-    merged.set_meta(f"profile:{profile}", first.meta(f"profile:{profile}"))
-    merged.set_meta("environment", first.meta("environment"))
-    merged.set_meta("software", first.meta("software"))
-    methods = [stored_methods(db) for _, db in dbs]
-    merged.set_meta("methods", {part: {name: m for each in methods for name, m in each[part].items()}
-                                for part in ("defenses", "attacks")})
-    merged.set_meta("merged_from", [str(source) for source, _ in dbs])
-    for _, db in dbs:
-        for prepared in db.prepared().values():
-            merged.put_prepared(prepared)
-        for cell in db.cells():
-            merged.put_cell(cell)
-    return write_leaderboard(target, profile)
-
-
-def update_readme(readme: Path, blocks: dict[str, str]) -> None:
-    """Replace each generated block of the README (between `<!-- NAME:start -->` and `<!-- NAME:end -->`)
-    with its new text; a block whose markers are missing is left out."""
-    text = readme.read_text()
-    for name, body in blocks.items():
-        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-        if start not in text or end not in text:
-            continue
-        head, rest = text.split(start, 1)
-        text = f"{head}{start}\n{body}{end}{rest.split(end, 1)[1]}"
-    atomic_write(readme, lambda p: p.write_text(text))

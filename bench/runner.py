@@ -355,9 +355,8 @@ def _exclusive_and_interruptible(run: Callable[[RunConfig, Executor | None, bool
 
 @_exclusive_and_interruptible
 def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool = True) -> Summary:
-    """Evaluate every pending cell of `cfg` into `cfg.out`, then rebuild the leaderboard files."""
-    from bench.report import write_leaderboard
-
+    """Evaluate every pending cell of `cfg` into `cfg.out` (its results database; the leaderboard files are the
+    caller's to render from it, `bench.report.write_leaderboard`)."""
     start = time.perf_counter()
     plan = make_plan(cfg)
     db = ResultsDB(cfg.out, cfg.label)
@@ -426,7 +425,6 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
             db.put_cell(result)
             task_s += result.seconds or 0.0
         timing.append(WaveTiming("cells", len(runnable), time.perf_counter() - wave_start, task_s))
-    write_leaderboard(cfg.out, cfg.label)
     status = {r.cell: r.status for r in db.cells()}
     failed = sum(1 for c in plan.cells if c not in plan.outside and status.get(c) != "ok")
     summary = Summary(len(pending), len(plan.cells) - len(plan.outside) - len(pending), failed,

@@ -14,7 +14,7 @@ from bench.cache import atomic_write
 from bench.claims import CLAIM_COLUMNS, claims_table
 from bench.protocols import WmbenchError
 from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, load_table, reproducibility_line,
-                          software_line, stored_methods, summary_legend, summary_matrix)
+                          software_line, stored_methods, summary_legend, summary_matrix, worst_case)
 
 TEMPLATE = Path(__file__).parent / "site_template"
 ASSETS = ("wmbench.js", "style.css")
@@ -79,6 +79,7 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
     page = env.get_template("index.html.j2").render(
         profile=profile, reproducibility=reproducibility, summary_legend=summary_legend(drop).replace("`", ""),
         attacks=attacks, summary=summary, claims_legend=CLAIMS_LEGEND.replace("`", ""),
+        worst=worst_case(table).to_dict("records"), worst_columns=list(worst_case(table).columns), outcome=outcome,
         claim_columns=CLAIM_COLUMNS, claims=claims_table(table, drop, methods).to_dict("records"), plots=plots,
         filters={f: sorted(rows[f].astype(str).unique()) for f in FILTERS}, columns=columns, numeric=numeric,
         rows=[{c: _shown(r[c]) for c in columns} for _, r in rows.iterrows()])

@@ -108,7 +108,7 @@ def build_racing(root: str, role: str, building: Any, contending: Any, results: 
 
 def _pause_points(point: str, handshake: Path) -> None:
     """Install the pause at `point` (see the module's docstring) in this process."""
-    from bench import cache, report, runner, site
+    from bench import cache, publish, report, runner, site
 
     where, _, nth = point.partition(":")
     n = int(nth or 1)
@@ -148,7 +148,7 @@ def _pause_points(point: str, handshake: Path) -> None:
 
         return real_write(path, write_then_pause)
 
-    for module in (cache, report, site):
+    for module in (cache, publish, report, site):
         module.atomic_write = atomic_write
 
 

@@ -8,7 +8,8 @@ import pytest
 from bench import registry
 from bench.claims import (JUDGES, Claim, Judge, claims_table, few_false_positives, identifies_users, piracy_resistant,
                           survives, utility_kept)
-from bench.report import COLUMNS, summary_matrix
+from bench.report import summary_matrix
+from bench.scoring import COLUMNS
 
 
 def rows(*specs: dict) -> pd.DataFrame:
@@ -128,9 +129,59 @@ def test_the_summary_calls_the_none_column_only_where_the_seeds_decide():
 @pytest.mark.parametrize("removed,expected", [(10, "removed"), (9, "removed"), (8, "undecided (8/10)"),
                                               (1, "kept")])
 def test_the_summary_cell_of_an_attack_follows_the_rows_decided_verdict(removed, expected):
-    from bench.report import removal
+    from bench.scoring import removal
 
     verdict = removal(0.5, [0.1] * removed + [0.9] * (10 - removed), [True] * 10, [0.9] * 10)
     table = rows(NONE, {"attack": "pruning", "strength": "0.9", "utility_attacked": 0.9,
                         "verification_rate_calibrated": 0.5, **verdict})
     assert summary_matrix(table).loc[0, "pruning"].startswith(expected)
+
+
+def test_the_worst_case_is_the_removal_that_leaves_the_thief_the_most_utility():
+    from bench.report import worst_case
+    from bench.scoring import removal
+
+    def row(attack, family, strength, removed, utility):
+        verdict = removal(0.5, [0.1] * removed + [0.9] * (10 - removed), [True] * 10, [0.9] * 10)
+        return {"attack": attack, "family": family, "strength": strength, "utility_attacked": utility, **verdict}
+
+    table = rows(NONE, row("pruning", "pruning", "0.9", 10, 0.80), row("fine_tuning", "fine-tuning", "all", 10, 0.93),
+                 row("extraction", "extraction", "8000", 2, 0.95))
+    worst = worst_case(table).iloc[0]
+    assert worst["worst case"] == "removed by fine_tuning all (utility 0.93)"
+    assert worst["extraction"].startswith("undecided (2/10)") and worst["pruning"].startswith("removed")
+    kept = worst_case(rows(NONE, row("pruning", "pruning", "0.9", 0, 0.9), row("piracy", "piracy", "2", 6, 0.9)))
+    assert kept.iloc[0]["worst case"].startswith("no attack removes it as the seeds decide; closest piracy 2")
+    assert "1 settings undecided" in kept.iloc[0]["worst case"]
+
+
+def test_an_attack_that_did_nothing_reads_as_its_own_outcome_not_as_a_kept_mark():
+    """Neural Cleanse that flags no label returns the model unchanged: the row says `nothing flagged`."""
+    import dataclasses
+
+    from bench.results import CellId, CellResult, Check, Prepared
+    from bench.scoring import leaderboard
+
+    def check(score):
+        return Check(score > 0.5, score, 0.5, 0.5, {}, "")
+
+    preps = {("null_embedding", s): Prepared("null_embedding", s, 0.95, 0.95, [check(0.1)], [check(0.1)], 0.0,
+                                             owner_check=check(0.9)) for s in range(10)}
+    silent = [CellResult(CellId("null_embedding", "neural_cleanse", "1", s), "ok", utility_attacked=0.95,
+                         check=check(0.9), attack_report={"n_flagged": 0, "inactive": "nothing flagged"})
+              for s in range(10)]
+    row = leaderboard(silent, preps, fpr_target=0.01).iloc[0]
+    assert row.attack_succeeded == "no: nothing flagged" and row.seeds_inactive == 10
+    assert summary_matrix(row.to_frame().T.assign(n_seeds=10)).iloc[0]["neural_cleanse"].startswith("nothing flagged")
+    flagged = [dataclasses.replace(c, attack_report={"n_flagged": 1}) for c in silent]
+    assert leaderboard(flagged, preps, fpr_target=0.01).iloc[0].attack_succeeded == "no: mark kept"
+
+
+def test_survival_of_an_attack_that_did_nothing_is_not_tested():
+    claim = Claim("survives Neural Cleanse", "survives", ("neural_cleanse",))
+    idle = rows(NONE, {"attack": "neural_cleanse", "strength": "1", "removal_rate": 0.0, "seeds_removed": 0,
+                       "utility_attacked": 0.95, "attack_succeeded": "no: nothing flagged"})
+    judged = survives(idle, claim, 0.05)
+    assert judged.verdict == "not tested (the attacks left the model unchanged)" and "nothing flagged" in judged.measured
+    acted = idle.assign(attack_succeeded=idle.attack_succeeded.replace({"no: nothing flagged": "no: mark kept"}))
+    assert survives(acted, claim, 0.05).verdict == "holds"

@@ -14,6 +14,9 @@ def test_list_shows_methods_and_strengths(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "null_embedding" in out and "0.9+ft" in out
+    import re
+
+    assert re.search(r"\ninput_filter +evasion ", out) and re.search(r"\nembedding_transform +output transformation ", out)
 
 
 @pytest.mark.parametrize("args, message", [

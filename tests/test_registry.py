@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bench import registry
+from bench.report import write_leaderboard
 from bench.cache import ArtifactCache
 from bench.protocols import WmbenchError
 
@@ -157,6 +158,7 @@ def test_a_chain_with_a_plugin_runs_in_the_matrix(fake_plugins, run_config):
 
     cfg = run_config(defenses=["null_embedding"], attacks=["blur_plugin>pruning:0.5"])
     summary = run_matrix(cfg, progress=False)
+    write_leaderboard(cfg.out, cfg.label)
     assert (summary.ran, summary.failed) == (1, 0)
     table = pd.read_csv(cfg.out / "leaderboard.csv")
     assert list(table.attack) == ["blur_plugin:1>pruning"] and list(table.strength.astype(str)) == ["0.5"]

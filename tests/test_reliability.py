@@ -54,6 +54,7 @@ def test_kill_9_mid_matrix_then_rerun_finishes_each_cell_once(cache_dir, tmp_pat
 def test_a_crash_while_writing_the_csv_keeps_the_old_file(run_config, monkeypatch):
     cfg = run_config(defenses=["null_embedding"], attacks=["none"])
     run_matrix(cfg, progress=False)
+    write_leaderboard(cfg.out, cfg.label)
     before = (cfg.out / "leaderboard.csv").read_text()
 
     def crash(self, path, **kw):

@@ -7,6 +7,7 @@ import sqlite3
 import pytest
 
 from bench.audit import differences, reproduce
+from bench.report import write_leaderboard
 from bench.cli import main
 from bench.lockfile import LOCK_FILE, lock_status, read_lock
 from bench.results import ResultsDB
@@ -38,6 +39,7 @@ def test_lock_status_names_a_package_whose_version_differs(tmp_path):
 def tiny_run(run_config):
     cfg = run_config(defenses=["null_embedding"], attacks=["pruning"], strengths=["0.5"], profile="smoke")
     run_matrix(cfg, progress=False)
+    write_leaderboard(cfg.out, cfg.label)
     return cfg
 
 

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from bench.protocols import WmbenchError
-from bench.report import COLUMNS, merge_runs, summary_matrix, write_latex
+from bench.publish import merge_runs
+from bench.report import summary_matrix, write_latex
+from bench.scoring import COLUMNS
 from bench.site import outcome, render_site
 
 DEFENSES, ATTACKS = ("null_embedding", "vlpmarker"), ("none", "pruning", "extraction:8000>fine_tuning")

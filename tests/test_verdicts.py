@@ -15,7 +15,8 @@ from bench import registry
 from bench.claims import Claim, survives
 from bench.context import Clean
 from bench.protocols import WmbenchError
-from bench.report import Calibration, Unit, in_sample_false_positive_rate, leaderboard, summary_matrix
+from bench.report import summary_matrix, write_leaderboard
+from bench.scoring import Calibration, Unit, in_sample_false_positive_rate, leaderboard
 from bench.results import CellId, CellResult, Check, Prepared
 from bench.runner import make_plan, run_matrix
 
@@ -168,6 +169,7 @@ def test_a_pair_outside_the_threat_model_is_na_and_never_run(run_config, monkeyp
     plan = make_plan(cfg)
     assert set(plan.outside) == set(plan.cells) and not plan.groups
     summary = run_matrix(cfg, progress=False)
+    write_leaderboard(cfg.out, cfg.label)
     assert (summary.ran, summary.failed, summary.outside) == (0, 0, 5)
     import pandas as pd
 

@@ -4,7 +4,8 @@ black-box query of it returns), and the registry of kinds. Each kind is one modu
 (`classifier.py`, `encoder.py`, `vlp.py`) that registers itself with `@register_kind` when imported."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -15,6 +16,33 @@ from bench.protocols import WmbenchError
 if TYPE_CHECKING:
     from bench.context import Context
     from bench.kinds.service import BlackBox
+
+
+@dataclass(frozen=True)
+class Clean:
+    """A clean model of a kind: trained by the owner's recipe with `seed` on one split of the data (`owner`,
+    or `attacker`: data the owner never used), or a pretrained `checkpoint` (`open_clip:<model>:<pretrained>`)."""
+
+    seed: int
+    split: str = "owner"
+    checkpoint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.checkpoint or f"seed {self.seed} on the {self.split} split"
+
+
+class KindBase:
+    """The optional members of a model kind, with their defaults."""
+
+    def innocents(self, profile: Any) -> list[Clean]:
+        """The innocent models every owner key of this kind is checked against: `n_innocent` independently
+        trained clean models, every other one on the attacker's split (data the owner never used)."""
+        return [Clean(10_000 + i, "attacker" if i % 2 else "owner") for i in range(profile.n_innocent)]
+
+    def innocent_gap(self, profile: Any) -> str:
+        """Why this kind has no innocent models in `profile`."""
+        return "n_innocent = 0"
 
 
 class ModelKindSpec(Protocol):
@@ -50,11 +78,13 @@ KIND_MEMBERS = ("name", "version", "new", "train_base", "utility", "query", "ada
 
 def _check_kind(entry: object) -> ModelKindSpec:
     """A model kind (its class or an instance) checked against `ModelKindSpec`; stored as an instance."""
-    kind = entry() if isinstance(entry, type) else entry
-    missing = [m for m in KIND_MEMBERS if not hasattr(kind, m)]
+    cls = entry if isinstance(entry, type) else type(entry)
+    missing = [m for m in KIND_MEMBERS if not hasattr(cls, m)]
     if missing:
         raise WmbenchError(f"model kind {entry!r} lacks {', '.join(missing)}")
-    return kind
+    if not issubclass(cls, KindBase):  # the optional members' defaults for a kind that does not subclass
+        cls = type(cls.__name__, (cls, KindBase), {"__module__": cls.__module__})
+    return cls()
 
 
 # The kinds: every module of this package that defines one registers it (`@register_kind`); outside packages

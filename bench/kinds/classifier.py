@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.kinds.base import BASE_LR, register_kind
+from bench.kinds.base import BASE_LR, KindBase, register_kind
 from bench.kinds.models import architecture_for, create_model
 from bench.training import predict, train_supervised
 
@@ -21,7 +21,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @register_kind
-class ClassifierKind:
+class ClassifierKind(KindBase):
     """A small CNN classifier trained with cross-entropy; utility = held-out top-1 accuracy."""
 
     name = "classifier"

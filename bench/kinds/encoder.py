@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from bench.kinds.base import BASE_LR, register_kind
+from bench.kinds.base import BASE_LR, KindBase, register_kind
 from bench.kinds.contrastive import simclr_train
 from bench.kinds.models import architecture_for, create_model
 from bench.training import predict
@@ -30,7 +30,7 @@ def linear_probe(train_feats: torch.Tensor, train_y: torch.Tensor, test_feats: t
 
 
 @register_kind
-class EncoderKind:
+class EncoderKind(KindBase):
     """A small CNN encoder pretrained with SimCLR on the owner's unlabelled images.
 
     Utility = linear-probe top-1 accuracy on the held-out test split, the probe trained on the

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.kinds.base import register_kind
+from bench.kinds.base import Clean, KindBase, register_kind
 from bench.kinds.models import CONV_UNITS, ConvBackbone, Encoder, create_model, register_architecture
 from bench.protocols import WmbenchError
 from bench.training import fit, predict
@@ -184,13 +184,25 @@ def class_embeddings(model: nn.Module, class_names: tuple[str, ...]) -> torch.Te
 
 
 @register_kind
-class VlpKind:
+class VlpKind(KindBase):
     """A CLIP-style embedding service. Utility = zero-shot top-1 accuracy on the held-out split (class
     prompts averaged over the templates); for digits image→text recall@1 over the class prompts is the
     same number, so it is not reported twice."""
 
     name = "vlp"
     version = "1"
+
+    def innocents(self, profile: Any) -> list[Clean]:
+        """Trained here: the default pool. From a pretrained source: the other checkpoints the user named
+        (`vlp_innocents`), since copies of the owner's own weights would not be innocent."""
+        if profile.vlp.startswith("open_clip:"):
+            return [Clean(0, checkpoint=c) for c in profile.vlp_innocents]
+        return super().innocents(profile)
+
+    def innocent_gap(self, profile: Any) -> str:
+        if profile.vlp.startswith("open_clip:"):
+            return "pretrained VLP source and no innocent checkpoints named (--vlp-innocents)"
+        return super().innocent_gap(profile)
 
     def new(self, ctx: "Context") -> nn.Module:
         spec = ctx.profile.vlp
