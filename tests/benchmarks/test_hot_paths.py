@@ -82,3 +82,25 @@ def test_leaderboard_build(benchmark, run_config):
     run_matrix(cfg, progress=False)
     table = benchmark(write_leaderboard, cfg.out)
     assert len(table) == 1
+
+
+def test_verifying_a_served_model(benchmark, make_ctx):
+    """A suspect served behind an input check: the wrapper's overhead on a verification."""
+    from bench.registry import get_attack
+
+    defense, ctx = get_defense("null_embedding"), make_ctx("classifier")
+    key = defense.make_key(ctx, 1)
+    filtered = get_attack("input_filter").run(ctx, ctx.base_model(), "clamp")
+    verdict = benchmark(defense.verify, ctx, filtered, key)
+    assert not verdict.detected
+
+
+@pytest.mark.parametrize("strength", ["cse3", "permute"])
+def test_an_embedding_resellers_transform(benchmark, make_ctx, strength):
+    """The attack's inner loop: the reseller's queries and its fitted post-processing step."""
+    from bench.registry import get_attack
+
+    ctx = make_ctx("vlp")
+    service = ctx.base_model()
+    served = benchmark(get_attack("embedding_transform").run, ctx, service, strength)
+    assert served.spec["kwargs"]["post"][0]["name"] in ("project_out", "permute")
