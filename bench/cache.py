@@ -99,10 +99,17 @@ def storage_errno(error: BaseException) -> int | None:
     return code if code in _STORAGE_ERRNOS else None
 
 
-def refused(path: Path, error: BaseException) -> StorageError | None:
-    """`error` as the StorageError of writing `path` when the disk refused the write, else None."""
-    code = storage_errno(error)
-    return None if code is None else StorageError(f"cannot write {path}: {os.strerror(code)}")
+@contextmanager
+def disk_refusals(path: Path) -> Iterator[None]:
+    """Inside, an error of a write the disk refused becomes the StorageError of writing `path`; any other
+    error passes unchanged."""
+    try:
+        yield
+    except BaseException as e:
+        code = storage_errno(e)
+        if code is None:
+            raise
+        raise StorageError(f"cannot write {path}: {os.strerror(code)}") from e
 
 
 def _alive(pid: int) -> bool:
@@ -137,23 +144,22 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     writer left behind (`remove_orphans`). A write the disk refuses raises StorageError, leaving nothing."""
     path = Path(path)
     tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_orphans(path)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
-        os.close(fd)
-        tmp = Path(name)
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            with suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        refusal = refused(path, e)
-        if refusal is None:
+    with disk_refusals(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_orphans(path)
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.",
+                                        suffix=".tmp")
+            os.close(fd)
+            tmp = Path(name)
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            if tmp is not None:
+                with suppress(OSError):
+                    tmp.unlink(missing_ok=True)
             raise
-        raise refusal from e
 
 
 # How a model is rebuilt from its recipe (`model.spec`: an architecture's name and keyword arguments). The
@@ -254,14 +260,9 @@ class ArtifactCache:
         while it is built, which can never form a cycle."""
         path = self.root / "locks" / f"{digest(descriptor)}.lock"
         lock = FileLock(path)
-        try:
+        with disk_refusals(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
-        except OSError as e:
-            refusal = refused(path, e)
-            if refusal is None:
-                raise
-            raise refusal from e
         try:
             yield
         finally:

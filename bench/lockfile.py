@@ -90,6 +90,7 @@ def code_version() -> dict:
 def environment_record() -> dict:
     """What a run stores about its software: the code's commit, the lock's hash, whether the installed
     environment is the lock's, and the version of every installed package."""
-    status = lock_status()
+    installed = installed_versions()
+    status = lock_status(installed=installed)
     return {"code": code_version(), "lock_sha256": status.lock_sha256, "locked": status.locked,
-            "lock_mismatches": status.mismatches[:20], "packages": dict(sorted(installed_versions().items()))}
+            "lock_mismatches": status.mismatches[:20], "packages": dict(sorted(installed.items()))}

@@ -194,18 +194,17 @@ class AttackBase:
         return {s: self.run(ctx, model, s) for s in strengths}  # type: ignore[attr-defined]
 
 
-def missing_members(cls: type, what: str) -> list[str]:
-    """The required members of a `what` ("defense" or "attack") plugin that `cls` lacks."""
-    return [m for m in REQUIRED_MEMBERS[what] if not hasattr(cls, m)]
-
-
-def complete(cls: type, what: str) -> type:
-    """`cls` checked against the contract and given the base class's defaults for the optional members it
-    does not define (a plugin need not subclass the base). Raises WmbenchError naming a missing member."""
-    missing = missing_members(cls, what)
+def conform(cls: type, what: str, required: tuple[str, ...], base: type) -> type:
+    """`cls` checked to define every `required` member, and given `base`'s defaults for the optional members
+    it does not define (a plugin need not subclass the base). Raises WmbenchError naming what is missing."""
+    missing = [m for m in required if not hasattr(cls, m)]
     if missing:
         raise WmbenchError(f"{what} plugin {cls.__module__}.{cls.__qualname__} lacks {', '.join(missing)}")
-    base = DefenseBase if what == "defense" else AttackBase
     if issubclass(cls, base):
         return cls
     return type(cls.__name__, (cls, base), {"__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
+def complete(cls: type, what: str) -> type:
+    """A defense or attack class (`what`) checked against the contract and completed with its base's defaults."""
+    return conform(cls, what, REQUIRED_MEMBERS[what], DefenseBase if what == "defense" else AttackBase)

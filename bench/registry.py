@@ -65,7 +65,6 @@ def attack_names() -> list[str]:
 
 
 def get_defense(name: str) -> Defense:
-    load_all()
     return DEFENSES.get(name)()
 
 
@@ -73,7 +72,6 @@ def get_attack(name: str) -> Attack:
     """The attack `name`, or the `Chain` an attack spec with `>` describes."""
     if CHAIN_SEPARATOR in name:
         return Chain.parse(name)
-    load_all()
     return ATTACKS.get(name)()
 
 

@@ -6,6 +6,7 @@ crash never leaves half of one."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -102,24 +103,34 @@ def _registered_attack(name: str) -> bool:
     return True
 
 
-def load_table(out: Path, profile: str = "default", fpr_target: float | None = None
-               ) -> tuple[pd.DataFrame, ResultsDB, float]:
-    """The leaderboard table of the run in `out`, its database, and the run's utility allowance (the run's
-    own calibration target unless `fpr_target` is given)."""
+@dataclass(frozen=True)
+class Loaded:
+    """A run's leaderboard table and what its views read beside it, from its database alone."""
+
+    table: pd.DataFrame
+    db: ResultsDB
+    config: dict
+    fpr_target: float  # the run's own calibration target unless the caller named one
+    drop: float  # the run's utility allowance
+    methods: dict  # the methods' stored metadata (`stored_methods`)
+
+
+def load_table(out: Path, profile: str = "default", fpr_target: float | None = None) -> Loaded:
+    """The leaderboard table of the run in `out` and what the views need beside it."""
     db = ResultsDB(Path(out), profile)
     config = db.meta("config", {})
     fpr_target = run_fpr_target(config) if fpr_target is None else fpr_target
-    drop = utility_drop(config)
-    return leaderboard(db.cells(), db.prepared(), fpr_target, drop, stored_methods(db)), db, drop
+    drop, methods = utility_drop(config), stored_methods(db)
+    return Loaded(leaderboard(db.cells(), db.prepared(), fpr_target, drop, methods), db, config, fpr_target,
+                  drop, methods)
 
 
 def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | None = None) -> pd.DataFrame:
     out = Path(out)
-    table, db, drop = load_table(out, profile, fpr_target)
-    config = db.meta("config", {})
-    fpr_target = run_fpr_target(config) if fpr_target is None else fpr_target
+    loaded = load_table(out, profile, fpr_target)
+    table, db, config, fpr_target, drop = loaded.table, loaded.db, loaded.config, loaded.fpr_target, loaded.drop
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
-    claims = claims_table(table, drop, stored_methods(db))
+    claims = claims_table(table, drop, loaded.methods)
     atomic_write(out / "claims.csv", lambda p: claims.to_csv(p, index=False))
     shown = _with_uncertainty(table)[SHOWN]
     header = (f"# wmbench leaderboard (profile `{profile}`)\n\n{setting_line(db.meta(f'profile:{profile}'))}\n\n"
@@ -255,9 +266,10 @@ def claims_markdown(claims: pd.DataFrame) -> str:
 def write_latex(out: Path, profile: str = "default") -> list[Path]:
     """The summary matrix and the claims table as LaTeX `booktabs` tables (`summary.tex`, `claims.tex`)."""
     out = Path(out)
-    table, db, drop = load_table(out, profile)
+    loaded = load_table(out, profile)
+    table = loaded.table
     tables = {"summary.tex": (summary_matrix(table), "Defense $\\times$ attack: the attacker's best setting and its outcome."),
-              "claims.tex": (claims_table(table, drop, stored_methods(db)),
+              "claims.tex": (claims_table(table, loaded.drop, loaded.methods),
                              "The papers' headline claims, judged from the leaderboard.")}
     written = []
     for name, (frame, caption) in tables.items():

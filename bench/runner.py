@@ -16,8 +16,10 @@ import signal
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
@@ -327,38 +329,38 @@ def _wave(executor: Executor, task: Callable[..., Any], tasks: Iterable[tuple]) 
         yield args, outcome
 
 
-def _exclusive_and_interruptible(run: Callable[[RunConfig, Executor | None, bool], Summary]
-                                 ) -> Callable[[RunConfig, Executor | None, bool], Summary]:
-    """Run with the output folder held (a second run into it is refused in one line) and with Ctrl-C
-    stopping it after the cells in flight, then raising KeyboardInterrupt (the CLI says how to resume)."""
-
-    @functools.wraps(run)
-    def guarded(cfg: RunConfig, executor: Executor | None = None, progress: bool = True) -> Summary:
-        global _interrupt
-        make_plan(cfg)  # bad input is refused before the output folder is touched
-        _interrupt = interrupt = _Interrupt()
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, interrupt) if in_main_thread else None
-        try:
-            with exclusive_run(cfg.out):
-                summary = run(cfg, executor, progress)
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-            _interrupt = _Interrupt()
-        if interrupt.requested:
-            raise KeyboardInterrupt
-        return summary
-
-    return guarded
+@contextmanager
+def _exclusive_and_interruptible(out: Path) -> Iterator[_Interrupt]:
+    """Hold the output folder `out` (a second run into it is refused in one line) and let Ctrl-C stop the
+    handing out of tasks, so the run ends after the cells in flight; the caller then raises KeyboardInterrupt
+    (the CLI says how to resume)."""
+    global _interrupt
+    _interrupt = interrupt = _Interrupt()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupt) if in_main_thread else None
+    try:
+        with exclusive_run(out):
+            yield interrupt
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        _interrupt = _Interrupt()
 
 
-@_exclusive_and_interruptible
 def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool = True) -> Summary:
     """Evaluate every pending cell of `cfg` into `cfg.out` (its results database; the leaderboard files are the
     caller's to render from it, `bench.report.write_leaderboard`)."""
+    plan = make_plan(cfg)  # bad input is refused before the output folder is touched
+    with _exclusive_and_interruptible(cfg.out) as interrupt:
+        summary = _run_plan(cfg, plan, executor, progress)
+    if interrupt.requested:
+        raise KeyboardInterrupt
+    return summary
+
+
+def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: bool) -> Summary:
+    """`run_matrix`'s work, with the output folder held."""
     start = time.perf_counter()
-    plan = make_plan(cfg)
     db = ResultsDB(cfg.out, cfg.label)
     _check_same_profile(db, cfg)
     _check_same_software(db)
@@ -437,15 +439,21 @@ def run_matrix(cfg: RunConfig, executor: Executor | None = None, progress: bool 
     return summary
 
 
+def _changed_keys(recorded: dict, current: dict, most: int | None = None) -> str:
+    """The keys whose values differ between two records, for a refusal's one line (the first `most`)."""
+    changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
+    return ", ".join(changed[:most]) + (", …" if most is not None and len(changed) > most else "")
+
+
 def _check_same_profile(db: ResultsDB, cfg: RunConfig) -> None:
     """Refuse to resume into results made with a different definition of the same-named profile: its
     finished cells would be reused as if they were current."""
     current = json.loads(json.dumps(cfg.resolved_profile().describe()))  # as stored: tuples become lists
     recorded = db.meta(f"profile:{cfg.label}")
     if recorded is not None and recorded != current:
-        changed = sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k))
         raise WmbenchError(f"{db.path} holds results of a different '{cfg.label}' profile (changed: "
-                           f"{', '.join(changed)}); use another --out, or delete that database to start over")
+                           f"{_changed_keys(recorded, current)}); use another --out, or delete that database to "
+                           f"start over")
     db.set_meta(f"profile:{cfg.label}", current)
 
 
@@ -455,11 +463,9 @@ def _check_same_software(db: ResultsDB) -> None:
     current = environment_record()
     recorded = db.meta("software")
     if recorded is not None and recorded.get("packages") != current["packages"]:
-        old, new = recorded.get("packages", {}), current["packages"]
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         raise WmbenchError(f"{db.path} holds results computed with other package versions (changed: "
-                           f"{', '.join(changed[:5])}{', …' if len(changed) > 5 else ''}); use another --out, or "
-                           f"delete that database to start over")
+                           f"{_changed_keys(recorded.get('packages', {}), current['packages'], most=5)}); use another "
+                           f"--out, or delete that database to start over")
     if recorded is None:
         db.set_meta("software", current)
 

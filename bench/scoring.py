@@ -164,10 +164,11 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
     rows = []
     for (defense, attack, strength), results in sorted(by_row.items()):
         defense_meta = methods["defenses"].get(defense, {})
-        order = methods["attacks"].get(attack, {}).get("strengths", [])
         attack_meta = methods["attacks"].get(attack, {})
+        order = attack_meta.get("strengths", [])
         row = {"defense": defense, "model_kind": defense_meta.get("model_kind", ""), "attack": attack,
-               "family": attack_meta.get("family", ""), "strength": strength, "strength_rank": order.index(strength) if strength in order else len(order)}
+               "family": attack_meta.get("family", ""), "strength": strength,
+               "strength_rank": order.index(strength) if strength in order else len(order)}
         outside = [r.status for r in results if r.status.startswith("n/a")]
         if outside:
             rows.append({**row, "status": outside[0], "n_seeds": 0})

@@ -14,7 +14,7 @@ from bench.cache import atomic_write
 from bench.claims import CLAIM_COLUMNS, claims_table
 from bench.protocols import WmbenchError
 from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, load_table, reproducibility_line,
-                          software_line, stored_methods, summary_legend, summary_matrix, worst_case)
+                          software_line, summary_legend, summary_matrix, worst_case)
 
 TEMPLATE = Path(__file__).parent / "site_template"
 ASSETS = ("wmbench.js", "style.css")
@@ -27,8 +27,9 @@ FILTERS = ("defense", "attack", "model_kind")
 def write_site(out: Path, profile: str = "default") -> Path:
     """The site of the run (or published) folder `out`, written to `out/site/`; returns its index.html."""
     out = Path(out)
-    table, db, drop = load_table(out, profile)
-    return render_site(table, out / "site", profile=profile, drop=drop, methods=stored_methods(db),
+    loaded = load_table(out, profile)
+    db = loaded.db
+    return render_site(loaded.table, out / "site", profile=profile, drop=loaded.drop, methods=loaded.methods,
                        reproducibility=reproducibility_line(db.meta("environment")) + " "
                        + software_line(db.meta("software")))
 
@@ -57,7 +58,7 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
 
     folder = Path(folder)
     (folder / "plots").mkdir(parents=True, exist_ok=True)
-    matrix = summary_matrix(table)
+    matrix, worst = summary_matrix(table), worst_case(table)
     attacks = [c for c in matrix.columns if c != "defense"]
     summary = [{"defense": r["defense"], "cells": [{"attack": a, "text": r[a], "outcome": outcome(r[a])} for a in attacks]}
                for _, r in matrix.iterrows()]
@@ -79,7 +80,7 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
     page = env.get_template("index.html.j2").render(
         profile=profile, reproducibility=reproducibility, summary_legend=summary_legend(drop).replace("`", ""),
         attacks=attacks, summary=summary, claims_legend=CLAIMS_LEGEND.replace("`", ""),
-        worst=worst_case(table).to_dict("records"), worst_columns=list(worst_case(table).columns), outcome=outcome,
+        worst=worst.to_dict("records"), worst_columns=list(worst.columns), outcome=outcome,
         claim_columns=CLAIM_COLUMNS, claims=claims_table(table, drop, methods).to_dict("records"), plots=plots,
         filters={f: sorted(rows[f].astype(str).unique()) for f in FILTERS}, columns=columns, numeric=numeric,
         rows=[{c: _shown(r[c]) for c in columns} for _, r in rows.iterrows()])

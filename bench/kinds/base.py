@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench.plugins import Catalog
-from bench.protocols import WmbenchError
+from bench.protocols import conform
 
 if TYPE_CHECKING:
     from bench.context import Context
@@ -78,13 +78,7 @@ KIND_MEMBERS = ("name", "version", "new", "train_base", "utility", "query", "ada
 
 def _check_kind(entry: object) -> ModelKindSpec:
     """A model kind (its class or an instance) checked against `ModelKindSpec`; stored as an instance."""
-    cls = entry if isinstance(entry, type) else type(entry)
-    missing = [m for m in KIND_MEMBERS if not hasattr(cls, m)]
-    if missing:
-        raise WmbenchError(f"model kind {entry!r} lacks {', '.join(missing)}")
-    if not issubclass(cls, KindBase):  # the optional members' defaults for a kind that does not subclass
-        cls = type(cls.__name__, (cls, KindBase), {"__module__": cls.__module__})
-    return cls()
+    return conform(entry if isinstance(entry, type) else type(entry), "model kind", KIND_MEMBERS, KindBase)()
 
 
 # The kinds: every module of this package that defines one registers it (`@register_kind`); outside packages
