@@ -117,7 +117,7 @@ def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = 
                         seeds=config.get("seeds"), out=Path(scratch) / "run", profile=config["profile"],
                         vlp=config.get("vlp"), data=config.get("data"), cache=cache or Path(scratch) / "cache",
                         device="cpu", workers=workers, portable=portable,
-                        fpr_target=config.get("fpr_target", 0.01),
+                        alpha=config.get("alpha"),
                         max_utility_drop=config.get("max_utility_drop", 0.05))
         if portable:
             pin_kernels()

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench import registry
 from bench.plugins import Catalog, instance_of
-from bench.scoring import decide, undecided
+from bench.scoring import decide, undecided, wilson
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,18 @@ def _none_row(rows: pd.DataFrame) -> pd.Series | None:
 
 
 def owner_verified(none_row: pd.Series) -> bool | None:
-    """Whether the owner's key detects its own unattacked model in most seeds at the calibrated threshold, as
-    the seeds decide (None: undecided) — the rule the summary's `none` column, the robustness claims and the
-    false-positive claim share."""
-    return decide(int(none_row["seeds_detected_calibrated"]), int(none_row["n_seeds"]))
+    """Whether the owner's key detects its own unattacked model in most seeds (by the row's reading: the
+    key-randomization test at α, or the paper's threshold), as the seeds decide (None: undecided or untested)
+    — the rule the summary's `none` column, the robustness claims and the false-positive claim share."""
+    if pd.isna(none_row["seeds_detected"]):
+        return None
+    return decide(int(none_row["seeds_detected"]), int(none_row["n_seeds"]))
 
 
 def _owner_counts(none_row: pd.Series) -> str:
-    return f"{int(none_row['seeds_detected_calibrated'])}/{int(none_row['n_seeds'])}"
+    if pd.isna(none_row["seeds_detected"]):
+        return "untested"
+    return f"{int(none_row['seeds_detected'])}/{int(none_row['n_seeds'])}"
 
 
 NOT_RUN = Judgement("—", "no finished row in this run", "not tested")
@@ -107,10 +111,10 @@ def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
     none = _none_row(rows)
     if none is not None and owner_verified(none) is not True:  # no mark there to survive, or not known
         verified = owner_verified(none)
-        return Judgement("none", f"owner's unattacked model detected in {_owner_counts(none)} seeds (calibrated)",
+        return Judgement("none", f"owner's unattacked model detected in {_owner_counts(none)} seeds",
                          "not tested (the mark is not detected on the owner's own unattacked model)"
                          if verified is False else
-                         f"not tested (the owner's own unattacked model: {undecided(none['seeds_detected_calibrated'], none['n_seeds'])})")
+                         f"not tested (the owner's own unattacked model detected in {_owner_counts(none)} seeds)")
     idle = [a for a, g in picked.groupby("attack", sort=True)
             if g["attack_succeeded"].astype(str).str.startswith("no: nothing").all()]
     if idle and len(idle) == picked["attack"].nunique():  # every attack left the model unchanged
@@ -121,8 +125,7 @@ def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
     for attack, group in picked.groupby("attack", sort=True):
         best = group.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]
         k, n_seeds = int(best["seeds_removed"]), int(best["n_seeds"])
-        parts.append(f"{attack} {best['strength']}: removed in {k}/{n_seeds} seeds, detected "
-                     f"{best['verification_rate_calibrated']:.2f}, utility {best['utility_attacked']:.2f}")
+        parts.append(f"{attack} {best['strength']}: removed in {k}/{n_seeds} seeds, utility {best['utility_attacked']:.2f}")
         called = decide(k, n_seeds)
         if called:
             removed_by.append(f"{attack} {best['strength']}")
@@ -169,69 +172,90 @@ def piracy_resistant(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement
     return Judgement("piracy", "; ".join(parts), verdict)
 
 
+FPR_BOUND = 0.05  # the false-positive claims hold when the upper end of the rate's interval lies at or below this
+
+
+def _false_positives(row: pd.Series) -> tuple[float, float, float, str]:
+    """The innocent pairs' flagged rate, its Wilson interval and the reading, by the row's reading."""
+    if row["reading"] == "paper":
+        return row["false_positive_rate"], row["fpr_ci_low"], row["fpr_ci_high"], "at the paper's threshold"
+    return row["innocent_fpr_at_alpha"], float("nan"), row["innocent_fpr_ci_high"], f"at α = {row['alpha']:g}"
+
+
 @judge("false_positives")
 def few_false_positives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
-    """Holds when the owner's key verifies its own unattacked model in most seeds (calibrated threshold) and
-    the false-positive rate at the paper's threshold is at most 0.05 (the upper end of its Wilson interval
-    over the innocent units) and so is the calibrated one (held-out innocents); partly when only the
-    calibrated threshold achieves that; fails when the interval lies above 0.05 at both; a test that does not
-    verify the owner's own model fails, whatever its false-positive rate."""
+    """Holds when the owner's key verifies its own unattacked model in most seeds and the upper end of the 95 %
+    Wilson interval of the (innocent model, owner's key) pairs flagged lies at or below 0.05; fails when its
+    lower end lies above; a test that does not verify the owner's own model fails, whatever its false-positive
+    rate."""
     row = _none_row(rows)
-    if row is None or pd.isna(row["false_positive_rate"]):
+    if row is None:
         return NOT_RUN
-    units = int(row["n_innocent_models"] + row["n_wrong_keys"] + row["n_attacked_clean"])
-    measured = (f"FPR {row['false_positive_rate']:.3f} at the paper's threshold over {units} innocent units, "
-                f"{row['false_positive_rate_calibrated']:.3f} calibrated; owner's model verified "
-                f"{row['verification_rate']:.2f} (paper's threshold), {row['verification_rate_calibrated']:.2f} "
-                f"(calibrated)")
+    rate, low, high, reading = _false_positives(row)
+    if pd.isna(rate):
+        return Judgement("none", "no innocent pair checked", "not tested")
+    pairs = int(row["n_innocent_pairs"])
+    measured = f"{rate:.3f} of {pairs} innocent pairs flagged {reading} (≤ {high:.3f}); owner's model detected in {_owner_counts(row)} seeds"
     verified = owner_verified(row)
     if verified is False:
         return Judgement("none", measured, "fails (the test does not verify the owner's own model)")
     if verified is None:
         return Judgement("none", measured, f"undecided (the owner's own model detected in {_owner_counts(row)} seeds)")
-    calibrated_ok = row["false_positive_rate_calibrated"] <= 0.05
-    if row["fpr_ci_high"] <= 0.05 and calibrated_ok:
+    if high <= FPR_BOUND:
         verdict = "holds"
-    elif row["fpr_ci_low"] > 0.05:
-        verdict = "partly (only at the calibrated threshold)" if calibrated_ok else "fails"
+    elif low > FPR_BOUND or (pd.isna(low) and wilson(round(rate * pairs), pairs)[0] > FPR_BOUND):
+        verdict = "fails"
     else:
-        flagged = round(row["false_positive_rate"] * units)
-        verdict = f"undecided (paper's threshold: {undecided(flagged, units)} innocent units flagged)"
+        verdict = f"undecided ({undecided(round(rate * pairs), pairs)} innocent pairs flagged)"
     return Judgement("none", measured, verdict)
 
 
 @judge("identification")
 def identifies_users(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
-    """Holds when the owner's key outscores every other user's key on the owner's model in most seeds, as the
-    seeds decide."""
+    """Holds when the owner's key outscores all K null keys (other keys its procedure could have drawn) on the
+    owner's model in most seeds, as the seeds decide."""
     row = _none_row(rows)
     if row is None:
         return NOT_RUN
+    if pd.isna(row["seeds_identified"]):
+        return Judgement("none", "no key-randomization test in this run", "not tested")
     k, n = int(row["seeds_identified"]), int(row["n_seeds"])
     called = decide(k, n)
-    return Judgement("none", f"identified in {k}/{n} seeds against {int(row['n_wrong_keys'])} other users' keys",
+    return Judgement("none", f"identified in {k}/{n} seeds against {int(row['null_units'])} null keys",
                      "holds" if called else "fails" if called is False else undecided(k, n))
 
 
-CLAIM_COLUMNS = ["defense", "claim", "rows", "measured", "verdict"]
+CLAIM_COLUMNS = ["defense", "claim", "rows", "measured", "verdict", "verdict_paper_threshold", "differs"]
 
 
-def claims_table(table: pd.DataFrame, drop: float, methods: dict) -> pd.DataFrame:
+def claims_table(table: pd.DataFrame, drop: float, methods: dict, paper_table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every claim of every defense in `table`, as the run stored them in `methods`
-    (`registry.describe_methods`), judged from `table`."""
+    (`registry.describe_methods`), judged from `table` (read at α) and from `paper_table` (the same rows read at
+    the papers' thresholds, when given): `differs` marks a claim whose two verdicts disagree."""
     out = []
     for defense in sorted(table["defense"].unique()):
         if defense not in methods["defenses"]:  # a run that recorded nothing of this defense
             out.append({"defense": defense, "claim": "(its paper's claims)", "rows": "—", "measured": "—",
-                        "verdict": "not judged (the run recorded no description of this defense)"})
+                        "verdict": "not judged (the run recorded no description of this defense)",
+                        "verdict_paper_threshold": "", "differs": ""})
             continue
         claims = [Claim(c["text"], c["test"], tuple(c["attacks"])) for c in methods["defenses"][defense]["claims"]]
-        rows = table[table["defense"] == defense]
         for claim in claims:
-            try:
-                j = JUDGES.get(claim.test)(rows, claim, drop)
-            except Exception as e:  # reported in the table, never dropped
-                j = Judgement("—", "—", f"error while judging ({e.__class__.__name__}: {e})")
+            j = _judged(table[table["defense"] == defense], claim, drop)
+            paper = None if paper_table is None else _judged(paper_table[paper_table["defense"] == defense], claim, drop)
             out.append({"defense": defense, "claim": claim.text, "rows": j.rows, "measured": j.measured,
-                        "verdict": j.verdict})
+                        "verdict": j.verdict, "verdict_paper_threshold": "" if paper is None else paper.verdict,
+                        "differs": "" if paper is None or _word(paper.verdict) == _word(j.verdict) else "yes"})
     return pd.DataFrame(out, columns=CLAIM_COLUMNS)
+
+
+def _judged(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
+    try:
+        return JUDGES.get(claim.test)(rows, claim, drop)
+    except Exception as e:  # reported in the table, never dropped
+        return Judgement("—", "—", f"error while judging ({e.__class__.__name__}: {e})")
+
+
+def _word(verdict: str) -> str:
+    """A verdict's outcome without its setting (`fails (removed by …)` → `fails`)."""
+    return verdict.split(" (")[0]

@@ -57,7 +57,7 @@ def _config(args: argparse.Namespace):
         "strengths": _names(args.strengths) or None, "seeds": args.seeds,
         "out": args.out, "device": args.device, "profile": args.profile, "cache": args.cache,
         "vlp": args.vlp, "data": args.data, "vlp_innocents": _names(args.vlp_innocents) or None,
-        "workers": args.workers, "fpr_target": args.fpr_target, "max_utility_drop": args.max_utility_drop,
+        "workers": args.workers, "alpha": args.alpha, "max_utility_drop": args.max_utility_drop,
         "portable": args.portable or None,
     }.items() if v is not None}
     if args.config:
@@ -103,7 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif not (out / DB_NAME).is_file():
         raise WmbenchError(f"no results database in {out} (run `wmbench run --out {out}` first)")
     else:
-        table = write_leaderboard(out, args.profile)
+        table = write_leaderboard(out, args.profile).table
     print(f"{len(table)} rows written to {out / 'leaderboard.csv'}, .md, .png and claims.csv")
     if args.latex:
         for path in write_latex(out, args.profile):
@@ -210,8 +210,10 @@ def parser() -> argparse.ArgumentParser:
                                              "cifar10[:<root>], folder:<path> (class-per-subfolder images)")
         sp.add_argument("--cache", type=Path, help="artifact cache folder (default: $WMBENCH_CACHE or user cache)")
         sp.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-        sp.add_argument("--fpr-target", dest="fpr_target", type=float,
-                        help="false-positive rate the calibrated thresholds aim at (default 0.01)")
+        sp.add_argument("--alpha", type=float,
+                        help="level every ownership test is read at: a key is detected when its key-randomization "
+                             "p-value is at most α (default: the profile's, 0.01; no finer than 1/(K+1) for the "
+                             "profile's K null keys)")
         sp.add_argument("--max-utility-drop", dest="max_utility_drop", type=float,
                         help="utility an attack may lose and still count as a success (default 0.05)")
         sp.add_argument("--portable", action="store_true", default=None,

@@ -30,7 +30,8 @@ class Profile:
     cleanse_rounds: int = 20  # Neural Cleanse's trigger search per label: at most this many rounds of 10 steps
     extraction_epochs: int = 10  # epochs an extraction thief trains its student over its queries (more queries = more steps)
     n_innocent: int = 20  # independently trained clean models per kind (bench.context.innocent_pool)
-    n_wrong_keys: int = 20  # other users' keys checked against every marked model
+    null_keys: int = 99  # K, the null keys of every key-randomization test (bench/nulls.py): p-values resolve α ≥ 1/(K+1)
+    alpha: float = 0.01  # the level verdicts are read at unless the run says otherwise (`--alpha`)
     vlp_innocents: tuple[str, ...] = ()  # with a pretrained VLP source: other checkpoints, the innocent models
     mixed_precision: bool = False  # train in bfloat16 autocast on CUDA (never on CPU; verification stays float32)
     clean_control_seeds: int = 3  # seeds in which each attack also runs on the clean model (an innocent control)
@@ -40,9 +41,9 @@ class Profile:
     # of clean, keyed and watermarked models (`describe(for_models=True)`), so changing an attack budget
     # retrains none of those; a defense's make_key/watermark must not read them.
     ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_epochs", "cleanse_rounds", "n_innocent",
-                                              "n_wrong_keys", "vlp_innocents", "clean_control_seeds")
+                                              "null_keys", "vlp_innocents", "clean_control_seeds")
     # Fields of the run rather than of any model or attack (the run records its seeds in its config).
-    RUN_ONLY: ClassVar[tuple[str, ...]] = ("seeds",)
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("seeds", "alpha")
 
     def describe(self, *, for_models: bool = False) -> dict[str, Any]:
         skip = self.RUN_ONLY + (self.ATTACK_ONLY if for_models else ())
@@ -53,9 +54,7 @@ PROFILES: dict[str, Profile] = {
     # The embedded default: scikit-learn's digits are 8×8 images, so 16×16 keeps every pixel they have (32×32
     # would quadruple the arithmetic of every convolution and ViT token for no information; docs/performance.md);
     # the CLIP config for 16×16 inputs has a quarter of the image tokens, and 24 epochs reach 40's accuracy.
-    # Every attacked model is checked against each other user's key (identification), so 10 per seed (100 over the
-    # 10 seeds) rather than 20 halves that cost.
-    "default": Profile(image_size=16, vlp="wmbench-clip-tiny-16", clip_epochs=24, n_wrong_keys=10),
+    "default": Profile(image_size=16, vlp="wmbench-clip-tiny-16", clip_epochs=24),
     # The standard leaderboard: real data (Fashion-MNIST, 28×28, the official test set) at a training subset and
     # budgets chosen so that the whole matrix runs cold in ≤ 90 min on 2 CPU cores (docs/performance.md, "What
     # the budget buys"): 9,000 training images (owner 6,000, attacker 3,000), epochs fewer than the default's where
@@ -68,7 +67,7 @@ PROFILES: dict[str, Profile] = {
     # The whole pipeline in seconds (tests, a first look): budgets too small for any scientific reading.
     "smoke": Profile(name="smoke", image_size=16, vlp="wmbench-clip-tiny-16", classifier_epochs=2, encoder_epochs=2,
                      clip_epochs=2, embed_epochs=2, attack_epochs=1, extraction_epochs=1, cleanse_rounds=2, n_innocent=4,
-                     n_wrong_keys=4, seeds=3),
+                     null_keys=19, alpha=0.05, seeds=3),
 }
 
 
@@ -94,7 +93,7 @@ class RunConfig:
     vlp_innocents: list[str] = field(default_factory=list)  # innocent checkpoints for a pretrained --vlp
     cache: Path | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # local worker processes
-    fpr_target: float = 0.01
+    alpha: float | None = None  # the level verdicts are read at (None: the profile's `alpha`)
     max_utility_drop: float = 0.05  # an attack that loses more utility than this has not succeeded
     portable: bool = False  # pin CPU kernels in every worker for numbers bit-identical across machines
 
@@ -107,8 +106,8 @@ class RunConfig:
             raise WmbenchError(f"--workers must be a positive integer, got {self.workers!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise WmbenchError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if not 0 < self.fpr_target < 1:
-            raise WmbenchError(f"fpr_target must lie in (0, 1), got {self.fpr_target!r}")
+        if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
+            raise WmbenchError(f"--alpha must lie in (0, 1), got {self.alpha!r}")
         if not 0 <= self.max_utility_drop <= 1:
             raise WmbenchError(f"max_utility_drop must lie in [0, 1], got {self.max_utility_drop!r}")
         bad = [c for c in self.vlp_innocents if not c.startswith("open_clip:")]
@@ -124,6 +123,11 @@ class RunConfig:
     def n_seeds(self) -> int:
         """The seeds this run evaluates: `--seeds`, else the profile's."""
         return self.seeds if self.seeds is not None else get_profile(self.profile).seeds
+
+    @property
+    def level(self) -> float:
+        """The level α verdicts are read at: `--alpha`, else the profile's."""
+        return float(self.alpha) if self.alpha is not None else get_profile(self.profile).alpha
 
     @property
     def label(self) -> str:

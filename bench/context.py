@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,12 +12,12 @@ from scipy.stats import ortho_group
 from torch import nn
 
 from bench import registry
-from bench.cache import ArtifactCache, weights_digest
+from bench.cache import ArtifactCache, Memo, weights_digest
 from bench.config import Profile
 from bench.data import Dataset
 from bench.kinds import models as _architectures  # noqa: F401  (how the cache rebuilds the models it stores)
 from bench.kinds.base import Clean, ModelKindSpec, get_kind
-from bench.protocols import Attack, AttackOutput
+from bench.protocols import Attack, AttackOutput, Defense, Key
 
 
 def derive_seed(*parts: object) -> int:
@@ -37,6 +39,48 @@ def innocent_pool(profile: Profile, kind: str) -> list[Clean]:
 def innocent_pool_gap(profile: Profile, kind: str) -> str:
     """Why a kind has no innocent models in this profile ('' when it has them)."""
     return "" if innocent_pool(profile, kind) else get_kind(kind).innocent_gap(profile)
+
+
+class NullKeys(Sequence[Key]):
+    """The null keys of one key for a key-randomization test (`bench.nulls`): `size` keys in a fixed order,
+    drawn by the defense's `null_key` with secrets derived from the key's, the model it was made for and the
+    position; made when first asked for, kept for the process, and in the artifact cache where the defense
+    says they are worth storing. With `avoid`, candidates that collide with that key (`keys_collide`) are
+    skipped — the same constraint the harness puts on a pirate's secret, so the pirate's key and its nulls are
+    drawn alike."""
+
+    def __init__(self, ctx: "Context", defense: Defense, key: Key, model: nn.Module | None, avoid: Key | None):
+        self.ctx, self.defense, self.key, self.model, self.avoid = ctx, defense, key, model, avoid
+        self.size = ctx.profile.null_keys
+        reference = ctx.base_descriptor(ctx.seed) if model is None else {"weights": weights_digest(model)}
+        self.descriptor = {"role": "null key", "defense": registry.scheme(defense), "version": defense.version,
+                           "of": key.secret, "reference": reference}
+        self.made: list[Key] = []
+        self.candidates = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i):  # type: ignore[override]
+        stop = (i.indices(self.size)[1] if isinstance(i, slice) else i + 1)
+        self._make(min(stop, self.size))
+        return self.made[:self.size][i]
+
+    def _make(self, n: int) -> None:
+        collide = self.defense.keys_collide if self.avoid is not None else None
+        while len(self.made) < n:
+            secret = derive_seed("null key", self.descriptor["defense"], self.key.secret, self.candidates)
+            self.candidates += 1
+            draw = lambda s=secret: self.defense.null_key(self.ctx, self.key, s, self.model)  # noqa: E731
+            if self.defense.cache_null_keys:
+                null = self.ctx.cache.key({**self.descriptor, "secret": secret}, draw)
+            else:
+                null = draw()
+            if collide is None or not collide(self.avoid, null):
+                self.made.append(null)
+
+
+_null_sets = Memo(64)  # a process's null keys per (scheme, key, reference model, avoided key, profile)
 
 
 @dataclass(frozen=True)
@@ -85,6 +129,14 @@ class Context:
 
     def utility(self, model: nn.Module) -> float:
         return self.kind.utility(self, model.to(self.device).eval())
+
+    def null_keys(self, defense: Defense, key: Key, model: nn.Module | None = None,
+                  avoid: Key | None = None) -> NullKeys:
+        """The null keys of `key`, made for `model` (None: the owner's clean model of this seed); see `NullKeys`."""
+        made = NullKeys(self, defense, key, model, avoid)
+        memo = (json.dumps(made.descriptor, sort_keys=True, default=str), None if avoid is None else avoid.secret,
+                repr(self.profile))
+        return _null_sets(memo, lambda: made)
 
     def attacked(self, attack: Attack, victim: nn.Module, strength: str) -> AttackOutput:
         """`attack` at `strength` on `victim`, cached under the victim's weights: every cell whose victim

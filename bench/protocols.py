@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
 import torch
 from safetensors import SafetensorError
@@ -104,6 +104,12 @@ class Context(Protocol):
     def attacked(self, attack: "Attack", victim: nn.Module, strength: str) -> "AttackOutput":
         """`attack` at `strength` on `victim`, cached under the victim's weights."""
 
+    def null_keys(self, defense: "Defense", key: Key, model: nn.Module | None = None,
+                  avoid: Key | None = None) -> Sequence[Key]:
+        """The null keys of `key` (made for `model`, None: the owner's clean model), `profile.null_keys` of them
+        in a fixed order, drawn lazily by `defense.null_key`; with `avoid`, none that `defense.keys_collide`
+        with it."""
+
 
 @runtime_checkable
 class Defense(Protocol):
@@ -162,10 +168,24 @@ class DefenseBase:
     # `keys_collide(owner, pirate) -> bool`: when a pirate's key would coincide with the owner's (the harness
     # then draws the pirate another secret); None: keys never collide, and no key is made to check.
     keys_collide: ClassVar[Callable[[Key, Key], bool] | None] = None
+    cache_null_keys: ClassVar[bool] = True  # null keys go to the artifact cache (False: they cost microseconds to draw)
 
     @classmethod
     def scheme_name(cls) -> str:
         return cls.scheme or cls.name  # type: ignore[attr-defined]
+
+    def score_many(self, ctx: Context, suspect: nn.Module, keys: Sequence[Key], floor: float = float("-inf")) -> list[float]:
+        """The test statistic of each of `keys` on `suspect` (larger: more evidence of that key's mark): what the
+        key-randomization test ranks (`bench.nulls`). A defense may answer -inf for a key whose statistic it
+        proves to lie below `floor` without computing it. Default: `verify(...).statistic` per key."""
+        return [self.verify(ctx, suspect, k).statistic for k in keys]  # type: ignore[attr-defined]
+
+    def null_key(self, ctx: Context, key: Key, secret: int, model: nn.Module | None = None) -> Key:
+        """Another key, drawn with `secret`, that is exchangeable with `key` on any suspect not derived from a
+        model marked with `key` — the null of the key-randomization test. `model` is the model `key` was made
+        for (None: the owner's clean model). Default: the defense's own key procedure with another secret on
+        the same model, `make_key(ctx, secret, model)`."""
+        return self.make_key(ctx, secret, model)  # type: ignore[attr-defined]
 
 
 class AttackBase:

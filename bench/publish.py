@@ -10,7 +10,7 @@ import pandas as pd
 from bench.cache import atomic_write
 from bench.claims import claims_table
 from bench.protocols import WmbenchError
-from bench.report import claims_markdown, stored_methods, summary_markdown, utility_drop, write_leaderboard
+from bench.report import claims_markdown, stored_methods, summary_markdown, write_leaderboard
 from bench.results import DB_NAME, ResultsDB
 
 
@@ -33,18 +33,17 @@ def publish(source: Path, target: Path, profile: str = "default", readme: Path |
         raise WmbenchError(f"{source} was computed outside the locked environment ({why}); rerun it after "
                            f"`make install`, or publish it anyway with --allow-unlocked")
     atomic_write(target / DB_NAME, lambda p: shutil.copyfile(source / DB_NAME, p))
-    table = write_leaderboard(target, profile)
+    loaded = write_leaderboard(target, profile)
     if readme is not None and Path(readme).is_file():
-        db = ResultsDB(target, profile)
-        drop = utility_drop(db.meta("config", {}))
-        update_readme(Path(readme), {f"{profile}-summary": summary_markdown(table, drop),
-                                     f"{profile}-claims": claims_markdown(claims_table(table, drop, stored_methods(db)))})
-    return table
+        claims = claims_table(loaded.table, loaded.drop, loaded.methods, loaded.paper_table)
+        update_readme(Path(readme), {f"{profile}-summary": summary_markdown(loaded.table, loaded.drop, loaded.alpha),
+                                     f"{profile}-claims": claims_markdown(claims)})
+    return loaded.table
 
 
 def merge_runs(sources: list[Path], target: Path, profile: str = "default") -> pd.DataFrame:
     """Combine the databases of several runs of the same profile (e.g. a plugin's run and the default one)
-    into `target` and write its leaderboard. Runs of different profiles, or with different calibration
+    into `target` and write its leaderboard. Runs of different profiles, or with different reading
     settings, are refused; a cell present in several runs is taken from the last one named."""
     if not sources:
         raise WmbenchError("--merge needs at least one run folder")
@@ -54,7 +53,7 @@ def merge_runs(sources: list[Path], target: Path, profile: str = "default") -> p
             raise WmbenchError(f"no results database in {source}")
         dbs.append((source, ResultsDB(source, profile)))
     first_source, first = dbs[0]
-    settings = ("fpr_target", "max_utility_drop")
+    settings = ("alpha", "max_utility_drop")
     for source, db in dbs[1:]:
         if db.meta(f"profile:{profile}") != first.meta(f"profile:{profile}"):
             raise WmbenchError(f"cannot merge {source} with {first_source}: they are runs of different "
@@ -80,7 +79,7 @@ def merge_runs(sources: list[Path], target: Path, profile: str = "default") -> p
             merged.put_prepared(prepared)
         for cell in db.cells():
             merged.put_cell(cell)
-    return write_leaderboard(target, profile)
+    return write_leaderboard(target, profile).table
 
 
 def update_readme(readme: Path, blocks: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ from bench import __version__
 from bench.cache import atomic_write
 from bench.claims import claims_table, owner_verified
 from bench.results import ResultsDB
+from bench.nulls import check_alpha
 from bench.scoring import NO_MARK, UNSURE_MARK, leaderboard, undecided
 
 
@@ -35,45 +36,40 @@ held-out task scores in [0, 1] (classifier: top-1 accuracy; encoder: linear-prob
 zero-shot accuracy) of the clean, the watermarked and the attacked model, as mean ± std over seeds;
 rates carry their 95 % Wilson interval in brackets (the CSV has them as separate columns).
 
-- `verification_rate`: fraction of attacked models on which the owner's key verifies at the method's own
-  (paper) `threshold`. `false_positive_rate`: the same verdict on innocent **units**, each counted once:
-  `n_innocent_models` distinct clean models of the kind (independently trained by the owner's recipe, every
-  other one on the attacker's split, data the owner never used; a model checked with every seed's owner
-  key counts as one unit, flagged if any check flags it), `n_wrong_keys` distinct other users' keys on the
-  marked model, and `n_attacked_clean` clean models put through the same attack (the owner's clean
-  models of the profile's first `clean_control_seeds` seeds). The interval is over
-  those units, never over repeated checks.
-- Calibrated columns (method): the innocent models and wrong keys of a defense form its calibration pool,
-  split into two fixed halves. A threshold on the statistic (oriented: larger = more evidence of the
-  mark) is set on each half to a target false-positive rate of {fpr:.0%} (with fewer than 1/target
-  units: the half's maximum) and judged on the *other* half plus the attacked clean models
-  (`false_positive_rate_calibrated`, cross-fitted: the two halves swapped, averaged); never on the units
-  it was fitted on. `verification_rate_calibrated` is the detection rate of the attacked models at those
-  two thresholds (averaged), `threshold_calibrated` their mean. `auc`: area under the ROC curve of the
-  attacked models' scores against every innocent unit's.
-- Attack success (the removal literature's rule): `removal_rate` is the fraction of seeds where the
-  attacked model is *not* detected at the calibrated threshold **and** keeps its utility
-  (`utility_attacked ≥ utility_marked − {drop}`), in a seed whose unattacked marked model *is* detected (an
-  attack cannot remove a mark that was not there), at the calibrated threshold `threshold_calibrated`;
-  `seeds_removed` counts those seeds. Verdicts are called only where the 95 % Wilson interval of the seeds
-  lies wholly above or below ½ (at 10 seeds: 9 or 10 of 10 decide yes, 0 or 1 decide no; at 5 seeds only
-  5/5 and 0/5; at 3 seeds nothing), otherwise they read `undecided (k/n)`. `removal_verdict`: `removed`,
-  `kept` or `undecided (k/n)`; `attack_succeeded`: `yes`, or why not (`no: mark kept`, `no: utility lost`,
-  `no: mark not detected before the attack`), or `undecided (k/n)`. The `none` row is no attack:
-  `attack_succeeded` says `no attack` and its removal columns are empty; `seeds_detected_calibrated` counts
-  the seeds whose model is detected at the calibrated threshold. Rows whose `status` is `n/a` lie outside the
-  threat model (what the attack needs, the defense's thief cannot reach) and are not run.
-- `pirate_verification_rate`: a pirate's own key verifies on its pirated model (the marked one);
-  `pirate_clean_verification_rate`: the same pirate on the *clean* model (piracy resistance is the contrast
-  between the two); `ambiguity_rate`: owner's and pirate's keys both verify; `identification_rate`: the owner's
-  key scores above every other user's key on the suspect (`seeds_identified`, `seeds_pirate_verified`: counts);
-  `attack_report`: what the attack itself found, averaged over seeds; `seconds`: mean wall time of a cell.
+- Every check is a key-randomization test (docs/statistics.md): the key's statistic on the suspect ranked
+  among `null_units` = K null keys drawn by the defense's own key procedure, p = (1 + #nulls ≥ it)/(K + 1),
+  exact when the suspect was not derived from the key's marked model; a key is detected when p ≤ α = {alpha:g}.
+  `p_value`: the median over seeds of the owner's check; `tpr_at_alpha`: the fraction of seeds detected.
+  `verification_rate` is the same check by the method's own rule at its paper's `threshold`.
+- False accusation: `innocent_fpr_at_alpha` is the fraction of (innocent model, owner's key) pairs detected
+  at α (`innocent_fpr_ci_high`: the upper end of its interval; `false_positive_rate`: the same pairs at the
+  paper's threshold) over `n_innocent_pairs` pairs: `n_innocent_models` clean models of the kind trained
+  independently by the owner's recipe (every other one on the attacker's split, data the owner never used),
+  each checked with every seed's owner key, and `n_attacked_clean` clean models put through the row's attack.
+  Key specificity: `key_collision_rate` is the fraction of (another party's key, the owner's marked model)
+  pairs detected, over `n_party_pairs` (each other seed's owner is a party; its key is tested against its own
+  null keys). `auc`: the owner's statistic on the attacked models against the innocent pairs'.
+- Attack success (the removal literature's rule, one rule for owner and pirate): `removal_rate` is the fraction
+  of seeds whose unattacked marked model is detected and whose attacked model is *not* detected, **and** keeps
+  its utility (`utility_attacked ≥ utility_marked − {drop}`); `seeds_removed` counts them. Verdicts are called
+  only where the 95 % Wilson interval of the seeds lies wholly above or below ½ (at 10 seeds: 9 or 10 of 10
+  decide yes, 0 or 1 decide no; at 5 seeds only 5/5 and 0/5; at 3 seeds nothing), otherwise they read
+  `undecided (k/n)`. `removal_verdict` (= `verdict_alpha`): `removed`, `kept` or `undecided (k/n)`;
+  `verdict_paper_threshold`: the same rule at the paper's threshold; `attack_succeeded`: `yes`, or why not
+  (`no: mark kept`, `no: utility lost`, `no: mark not detected before the attack`), or `undecided (k/n)`. The
+  `none` row is no attack: its verdicts say whether the owner's key detects its own model, `seeds_detected`
+  in how many seeds. Rows whose `status` is `n/a` lie outside the threat model and are not run.
+- `pirate_verification_rate`: a pirate's own key (tested against null keys drawn for the model it held)
+  detected on its pirated model; `pirate_clean_verification_rate`: the same pirate on the *clean* model
+  (piracy resistance is the contrast); `ambiguity_rate`: owner's and pirate's keys both detected;
+  `identification_rate`: the owner's key scores above all K null keys (p = 1/(K + 1)); `attack_report`: what
+  the attack itself found, averaged over seeds; `seconds`: mean wall time of a cell.
 """
 
 # The Markdown table's columns (the CSV has every column of COLUMNS).
-SHOWN = ["defense", "attack", "strength", "n_seeds", "utility_marked", "utility_attacked", "verification_rate",
-         "auc", "verification_rate_calibrated", "false_positive_rate", "false_positive_rate_calibrated",
-         "removal_rate", "attack_succeeded", "identification_rate", "pirate_verification_rate",
+SHOWN = ["defense", "attack", "strength", "n_seeds", "utility_marked", "utility_attacked", "p_value", "tpr_at_alpha",
+         "verification_rate", "innocent_fpr_at_alpha", "key_collision_rate", "removal_rate", "attack_succeeded",
+         "verdict_paper_threshold", "identification_rate", "pirate_verification_rate",
          "pirate_clean_verification_rate", "status"]
 
 
@@ -110,45 +106,52 @@ class Loaded:
     table: pd.DataFrame
     db: ResultsDB
     config: dict
-    fpr_target: float  # the run's own calibration target unless the caller named one
+    alpha: float  # the run's own level unless the caller named one
     drop: float  # the run's utility allowance
     methods: dict  # the methods' stored metadata (`stored_methods`)
+    paper_table: pd.DataFrame  # the same table read at the papers' thresholds (`leaderboard(rule="paper")`)
 
 
-def load_table(out: Path, profile: str = "default", fpr_target: float | None = None) -> Loaded:
-    """The leaderboard table of the run in `out` and what the views need beside it."""
+def load_table(out: Path, profile: str = "default", alpha: float | None = None) -> Loaded:
+    """The leaderboard table of the run in `out` and what the views need beside it. An `alpha` finer than the
+    run's null keys resolve is refused in one line."""
     db = ResultsDB(Path(out), profile)
     config = db.meta("config", {})
-    fpr_target = run_fpr_target(config) if fpr_target is None else fpr_target
+    null_keys = (db.meta(f"profile:{profile}") or {}).get("null_keys")
+    if alpha is not None and null_keys:
+        check_alpha(alpha, int(null_keys))
+    alpha = run_alpha(config) if alpha is None else alpha
     drop, methods = utility_drop(config), stored_methods(db)
-    return Loaded(leaderboard(db.cells(), db.prepared(), fpr_target, drop, methods), db, config, fpr_target,
-                  drop, methods)
+    cells, prepared = db.cells(), db.prepared()
+    return Loaded(leaderboard(cells, prepared, alpha, drop, methods), db, config, alpha, drop, methods,
+                  leaderboard(cells, prepared, alpha, drop, methods, rule="paper"))
 
 
-def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | None = None) -> pd.DataFrame:
+def write_leaderboard(out: Path, profile: str = "default", alpha: float | None = None) -> Loaded:
+    """Write the run's leaderboard files in `out` (CSV, Markdown, plot, claims); returns what they were made of."""
     out = Path(out)
-    loaded = load_table(out, profile, fpr_target)
-    table, db, config, fpr_target, drop = loaded.table, loaded.db, loaded.config, loaded.fpr_target, loaded.drop
+    loaded = load_table(out, profile, alpha)
+    table, db, config, alpha, drop = loaded.table, loaded.db, loaded.config, loaded.alpha, loaded.drop
     atomic_write(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
-    claims = claims_table(table, drop, loaded.methods)
+    claims = claims_table(table, drop, loaded.methods, loaded.paper_table)
     atomic_write(out / "claims.csv", lambda p: claims.to_csv(p, index=False))
     shown = _with_uncertainty(table)[SHOWN]
     header = (f"# wmbench leaderboard (profile `{profile}`)\n\n{setting_line(db.meta(f'profile:{profile}'))}\n\n"
-              + f"## Summary\n\n{summary_markdown(table, drop)}\n"
+              + f"## Summary\n\n{summary_markdown(table, drop, alpha)}\n"
               + f"## The papers' claims\n\n{claims_markdown(claims)}\n"
-              + "## Every row\n\n" + HOW_TO_READ.format(fpr=fpr_target, drop=drop)
+              + "## Every row\n\n" + HOW_TO_READ.format(alpha=alpha, drop=drop)
               + f"\n{reproducibility_line(db.meta('environment'))}\n\n{software_line(db.meta('software'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
                  lambda p: p.write_text(header + tabulate(shown, headers="keys", tablefmt="github",
                                                           showindex=False, floatfmt=".3f", missingval="") + "\n"))
     atomic_write(out / "leaderboard.png", lambda p: plot(table, p))
-    return table
+    return loaded
 
 
 def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
     """Defense × attack, one cell each: the attacker's best setting of that attack (highest `removal_rate`,
-    then lowest calibrated detection, then highest utility after) with its outcome; `n/a` outside the
+    then lowest detection at α, then highest utility after) with its outcome; `n/a` outside the
     threat model."""
     cells: dict[str, dict[str, str]] = defaultdict(dict)
     for (defense, attack), group in table.groupby(["defense", "attack"], sort=True):
@@ -159,10 +162,10 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
         if group.empty:  # every cell of the pair failed
             cells[defense][attack] = "failed"
             continue
-        best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["verification_rate_calibrated"].fillna(1))
+        best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["tpr_at_alpha"].fillna(1))
         best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
         outcome = summary_outcome(best)
-        cells[defense][attack] = (f"{outcome} ({best['strength']}: detected {best['verification_rate_calibrated']:.2f}, "
+        cells[defense][attack] = (f"{outcome} ({best['strength']}: detected {best['tpr_at_alpha']:.2f}, "
                                   f"utility {best['utility_attacked']:.2f})")
     attacks = sorted(table["attack"].unique())
     return pd.DataFrame([{"defense": d, **{a: cells[d].get(a, "") for a in attacks}} for d in sorted(cells)])
@@ -173,8 +176,10 @@ def summary_outcome(best: pd.Series) -> str:
     verdict = str(best["attack_succeeded"])
     if verdict == "no attack":  # the unattacked model: does the owner's key verify at all?
         verified = owner_verified(best)
+        if pd.isna(best["seeds_detected"]):
+            return "untested"
         return ("verified" if verified else "not verified" if verified is False
-                else undecided(best["seeds_detected_calibrated"], best["n_seeds"]))
+                else undecided(best["seeds_detected"], best["n_seeds"]))
     if verdict.startswith(UNSURE_MARK):
         return "undecided before " + verdict[len(UNSURE_MARK):].strip().removeprefix("undecided ")
     if verdict.startswith("undecided"):
@@ -185,9 +190,9 @@ def summary_outcome(best: pd.Series) -> str:
             NO_MARK: "not verified before"}.get(verdict, "control")
 
 
-def run_fpr_target(config: dict) -> float:
-    """The run's calibration target (`fpr_target`; databases written before it was recorded: 0.01)."""
-    return float(config.get("fpr_target", 0.01))
+def run_alpha(config: dict) -> float:
+    """The level the run's verdicts are read at (`alpha`; databases written before it was recorded: 0.01)."""
+    return float(config.get("alpha") or 0.01)
 
 
 def utility_drop(config: dict) -> float:
@@ -223,7 +228,7 @@ def worst_case(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).fillna("")
 
 
-def summary_markdown(table: pd.DataFrame, drop: float) -> str:
+def summary_markdown(table: pd.DataFrame, drop: float, alpha: float) -> str:
     """The screen-sized view: each defense's worst case and its family breakdown, how to read the summary
     matrix, and the matrix."""
     if table.empty:
@@ -235,26 +240,28 @@ def summary_markdown(table: pd.DataFrame, drop: float) -> str:
                 "kept, leaving the thief the most utility), then the outcome per attack family:\n\n"
                 + tabulate(worst, headers="keys", tablefmt="github", showindex=False) + "\n\n")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
-    return f"{head}{summary_legend(drop)}\n\n{body}\n"
+    return f"{head}{summary_legend(drop, alpha)}\n\n{body}\n"
 
 
-def summary_legend(drop: float) -> str:
+def summary_legend(drop: float, alpha: float) -> str:
     """How to read a cell of the summary matrix."""
     return ("Each cell: the attacker's best setting of that attack and its outcome over the seeds, called only "
-            "where the 95 % Wilson interval of the seeds lies wholly above or below ½ — `removed` (the mark is "
-            f"not detected at the calibrated threshold and utility falls by at most {drop:g}), `kept` (the mark "
-            "is still detected), `utility lost` (the mark went, but so did the utility), `not verified before` "
-            "(the owner's own unattacked model is not detected: there is no mark to remove, no verdict); "
-            "otherwise `undecided (k/n)`: removed in k of n seeds (`undecided before (k/n)`: the owner's "
-            "unattacked model detected in k of n). `detected` is the calibrated detection rate, `utility` the "
-            "utility after the attack. `n/a`: outside the threat model. `control`: the unwatermarked control. "
-            "Column `none`: whether the owner's key verifies on its own unattacked model at the calibrated "
-            "threshold (`undecided (k/n)`: in k of n seeds).")
+            "where the 95 % Wilson interval of the seeds lies wholly above or below ½ — `removed` (the owner's key "
+            f"is no longer detected by its key-randomization test at α = {alpha:g} and utility falls by at most "
+            f"{drop:g}), `kept` (the mark is still detected), `utility lost` (the mark went, but so did the "
+            "utility), `not verified before` (the owner's own unattacked model is not detected: there is no mark "
+            "to remove, no verdict); otherwise `undecided (k/n)`: removed in k of n seeds (`undecided before "
+            "(k/n)`: the owner's unattacked model detected in k of n). `detected` is the detection rate at α, "
+            "`utility` the utility after the attack. `n/a`: outside the threat model. `control`: the "
+            "unwatermarked control. Column `none`: whether the owner's key is detected on its own unattacked "
+            "model at α (`undecided (k/n)`: in k of n seeds).")
 
 
 CLAIMS_LEGEND = ("Each paper's headline claims, judged from the rows named: `holds`, `partly` or `fails`, with the "
                  "setting that decides it, or `not tested` with the reason (bench/claims.py says how each kind of "
-                 "claim is judged).")
+                 "claim is judged). `verdict` reads every check by its key-randomization test at α; "
+                 "`verdict_paper_threshold` by the paper's own threshold; `differs` marks the claims where the two "
+                 "readings disagree.")
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:
@@ -269,7 +276,7 @@ def write_latex(out: Path, profile: str = "default") -> list[Path]:
     loaded = load_table(out, profile)
     table = loaded.table
     tables = {"summary.tex": (summary_matrix(table), "Defense $\\times$ attack: the attacker's best setting and its outcome."),
-              "claims.tex": (claims_table(table, loaded.drop, loaded.methods),
+              "claims.tex": (claims_table(table, loaded.drop, loaded.methods, loaded.paper_table),
                              "The papers' headline claims, judged from the leaderboard.")}
     written = []
     for name, (frame, caption) in tables.items():
@@ -292,7 +299,7 @@ def setting_line(profile: dict | None) -> str:
             f"{profile['classifier_epochs']}, SimCLR encoder {profile['encoder_epochs']}, CLIP {profile['clip_epochs']}, "
             f"watermark embedding {profile['embed_epochs']}, attacker's training {profile['attack_epochs']}, "
             f"extraction student {profile['extraction_epochs']}; Neural Cleanse ≤ {profile['cleanse_rounds']} rounds "
-            f"per label; {profile['n_innocent']} innocent models per kind, {profile['n_wrong_keys']} wrong keys.")
+            f"per label; {profile['n_innocent']} innocent models per kind, {profile['null_keys']} null keys per test.")
 
 
 def software_line(software: dict | None) -> str:
@@ -333,7 +340,7 @@ def _with_uncertainty(table: pd.DataFrame) -> pd.DataFrame:
     for name in ("utility_clean", "utility_marked", "utility_attacked"):
         shown[name] = [f"{m:.3f} ± {s:.3f}" if m == m else "" for m, s in zip(table[name], table[f"{name}_std"])]
     intervals = {"verification_rate": ("verification_ci_low", "verification_ci_high"),
-                 "false_positive_rate": ("fpr_ci_low", "fpr_ci_high")}
+                 "tpr_at_alpha": ("tpr_ci_low", "tpr_ci_high")}
     for name, (low, high) in intervals.items():
         shown[name] = [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" if r == r else ""
                        for r, lo, hi in zip(table[name], table[low], table[high])]
@@ -341,7 +348,7 @@ def _with_uncertainty(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
-    """Per defense: utility after attack (x) against verification rate (y), in one figure."""
+    """Per defense: utility after attack (x) against the detection rate at α (y), in one figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -377,9 +384,10 @@ def draw_defense(ax, rows: pd.DataFrame, defense: str, style: dict[str, tuple[st
         group = group.sort_values("strength_rank", kind="stable")
         color, marker = style[attack]
         joined = _numeric(group["strength"]) and len(group) > 1
-        ax.plot(group["utility_attacked"], group["verification_rate"], marker=marker, color=color, label=attack,
+        ax.plot(group["utility_attacked"], group["tpr_at_alpha"], marker=marker, color=color, label=attack,
                 alpha=0.8, linestyle="-" if joined else "none")
-    ax.set(title=defense, xlabel="utility after attack", ylabel="verification rate", ylim=(-0.05, 1.05))
+    ax.set(title=defense, xlabel="utility after attack", ylabel="detected at α (key-randomization test)",
+           ylim=(-0.05, 1.05))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)

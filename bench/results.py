@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 from bench.cache import StorageError
+from bench.nulls import KeyTest
 from bench.protocols import Verification, WmbenchError
 
 DB_NAME = "results.sqlite"
@@ -53,32 +54,56 @@ class CellId:
 
 @dataclass
 class Check:
-    """One verification, flattened for storage."""
+    """One key checked on one suspect, flattened for storage: the defense's own verification (`detected` at
+    its paper's `threshold` on `statistic`; its own test's p-value in `details["paper_p"]`) and the
+    key-randomization test (`p_value`, from the key's `score` against `null_size` null keys, `null_exceed` of
+    the `null_scored` scored reaching it; `null_size` 0: a run from before the test, no p-value)."""
 
     detected: bool
     statistic: float
     threshold: float
     p_value: float
     details: dict[str, float] = field(default_factory=dict)
-    unit: str = ""  # the innocent unit checked (a model's or a key's name), for innocent checks
+    unit: str = ""  # the innocent unit checked (a model's name, or the party whose key it is)
+    score: float = float("nan")
+    null_size: int = 0
+    null_scored: int = 0
+    null_exceed: int = 0
 
     @classmethod
-    def of(cls, v: Verification, unit: str = "") -> "Check":
-        return cls(bool(v.detected), float(v.statistic), float(v.threshold), float(v.p_value), dict(v.details), unit)
+    def of(cls, v: Verification, test: KeyTest, unit: str = "") -> "Check":
+        return cls(bool(v.detected), float(v.statistic), float(v.threshold), float(test.p_value),
+                   {**v.details, "paper_p": float(v.p_value)}, unit, float(test.score), test.null_size, test.scored,
+                   test.exceed)
+
+    @property
+    def tested(self) -> bool:
+        """Whether it carries a key-randomization p-value."""
+        return self.null_size > 0
+
+    @property
+    def identified(self) -> bool:
+        """The key scored above every one of its null keys (p = 1 / (K + 1))."""
+        return self.tested and self.null_exceed == 0 and self.null_scored == self.null_size
+
+    def at(self, alpha: float) -> bool:
+        """Detected by the key-randomization test at level `alpha` (False without a test)."""
+        return self.tested and self.p_value <= alpha
 
 
 @dataclass
 class Prepared:
-    """What is measured once per (defense, seed): utilities before any attack, and the innocent checks:
-    the owner's key against each innocent model of the kind (`innocent_checks`, unit = the model) and each
-    other user's key against the marked model (`wrong_key_checks`, unit = the key)."""
+    """What is measured once per (defense, seed): utilities before any attack, and the checks no attack
+    changes: the owner's key on each innocent model of the kind (`innocent_checks`, unit = the model: false
+    accusation) and each other party's key on the marked model (`party_checks`, unit = the party: key
+    specificity)."""
 
     defense: str
     seed: int
     utility_clean: float
     utility_marked: float
     innocent_checks: list[Check]
-    wrong_key_checks: list[Check]
+    party_checks: list[Check]
     seconds: float
     innocent_gap: str = ""  # why the kind has no innocent models in this run ('' when it has)
     owner_check: Check | None = None  # the owner's key on its own unattacked marked model
@@ -93,7 +118,7 @@ class CellResult:
     matched_innocent: Check | None = None  # the same attack run on the clean base model, verified with the key
     pirate_check: Check | None = None  # the pirate's own key verified on the pirated model
     pirate_clean_check: Check | None = None  # the same pirate's key on the pirated *clean* model (the contrast)
-    identified: bool | None = None  # the owner's key scores above every other user's key on the suspect
+    identified: bool | None = None  # the owner's key scores above every one of its null keys on the suspect
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     peak_gpu_mb: float = 0.0
@@ -179,7 +204,9 @@ class ResultsDB:
         for (data,) in rows:
             d = json.loads(data)
             d["innocent_checks"] = [Check(**c) for c in d["innocent_checks"]]
-            d["wrong_key_checks"] = [Check(**c) for c in d["wrong_key_checks"]]
+            # runs from before the key-randomization test checked decoy keys instead of parties: not carried over
+            d["party_checks"] = [Check(**c) for c in d.pop("party_checks", [])]
+            d.pop("wrong_key_checks", None)
             d["owner_check"] = _check(d.get("owner_check"))
             out[(d["defense"], d["seed"])] = Prepared(**d)
         return out

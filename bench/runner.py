@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 from threadpoolctl import threadpool_limits
@@ -34,6 +34,7 @@ from bench.datasets import load_dataset
 from bench.executors import Executor, LocalExecutor, SerialExecutor, make_executor
 from bench.kinds.models import architecture_for
 from bench.lockfile import environment_record
+from bench.nulls import check_alpha, key_randomization
 from bench.portable import PINNED_ISA, environment, pin_kernels
 from bench.protocols import Defense, Key, WmbenchError
 from bench.results import CellId, CellResult, Check, Prepared, ResultsDB, exclusive_run
@@ -61,10 +62,6 @@ def training_dtype(profile: Profile, device: torch.device) -> torch.dtype | None
 
 def owner_secret(seed: int) -> int:
     return derive_seed("owner", seed)
-
-
-def decoy_secret(seed: int, j: int) -> int:
-    return derive_seed("decoy", seed, j)
 
 
 @dataclass(frozen=True)
@@ -105,6 +102,7 @@ def make_plan(cfg: RunConfig) -> Plan:
         raise WmbenchError("no compatible (defense, attack) pair in this selection; see `wmbench list`")
     groups = sorted({(c.defense, c.seed) for c in cells if c not in outside})
     profile = cfg.resolved_profile()
+    check_alpha(cfg.level, profile.null_keys)
     for kind, architecture in (("classifier", profile.classifier_arch), ("encoder", profile.encoder_arch)):
         architecture_for(kind, architecture)  # a profile naming a wrong architecture fails here, in one line
     used = [registry.get_defense(d) for d in sorted({d for d, _ in groups})]
@@ -148,11 +146,6 @@ class Workbench:
         desc = {"role": "key", "defense": registry.scheme(defense), "version": defense.version, "secret": secret,
                 "base": ctx.base_descriptor(ctx.seed)}
         return self.cache.key(desc, lambda: defense.make_key(ctx, secret)), desc
-
-    def wrong_keys(self, defense: Defense, ctx: Context) -> list[Key]:
-        """Keys of other users (decoy secrets, distinct per seed and user) made for the same clean model as
-        the owner's."""
-        return [self.key(defense, ctx, decoy_secret(ctx.seed, j))[0] for j in range(self.profile.n_wrong_keys)]
 
     def marked(self, defense: Defense, ctx: Context) -> tuple[nn.Module, Key]:
         key, key_desc = self.key(defense, ctx, owner_secret(ctx.seed))
@@ -207,20 +200,35 @@ def build_base(cfg: RunConfig, kind: str, clean: Clean) -> tuple[float, str]:
     return time.perf_counter() - start, weights_digest(model)
 
 
+def checked(defense: Defense, ctx: Context, suspect: nn.Module, key: Key, nulls: Sequence[Key], unit: str = "") -> Check:
+    """`key` checked on `suspect` both ways: the defense's own verification at its paper's threshold, and the
+    key-randomization test against `nulls` (`bench.nulls`)."""
+    return Check.of(defense.verify(ctx, suspect, key), key_randomization(defense, ctx, suspect, key, nulls), unit)
+
+
 @runner_task
 def prepare(cfg: RunConfig, defense_name: str, seed: int) -> tuple[Prepared, str]:
-    """Key, marked model, utilities before attack, and the innocent checks of one (defense, seed); also the
-    marked model's weights digest."""
+    """Key, marked model, utilities before attack, and the checks of one (defense, seed) that no attack
+    changes: the owner's key on its marked model, on every innocent model (false accusation), and every other
+    seed's owner's key on this marked model (key specificity: a party's key, made by the same procedure on its
+    own model, tested against its own null keys); also the marked model's weights digest."""
     start = time.perf_counter()
     wb = workbench(cfg)
     defense = registry.get_defense(defense_name)
     ctx = wb.context(defense.model_kind, seed, defense_name)
     marked, key = wb.marked(defense, ctx)
-    innocent = [Check.of(defense.verify(ctx, ctx.clean_model(c), key), unit=c.name) for c in ctx.innocents()]
-    wrong = [Check.of(defense.verify(ctx, marked, k), unit=f"key {k.secret}") for k in wb.wrong_keys(defense, ctx)]
-    prepared = Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), innocent, wrong,
+    nulls = ctx.null_keys(defense, key)
+    innocent = [checked(defense, ctx, ctx.clean_model(c), key, nulls, unit=c.name) for c in ctx.innocents()]
+    parties = []
+    for other in range(cfg.n_seeds):
+        if other != seed:
+            party = wb.context(defense.model_kind, other, defense_name)
+            party_key = wb.key(defense, party, owner_secret(other))[0]
+            parties.append(checked(defense, party, marked, party_key, party.null_keys(defense, party_key),
+                                   unit=f"owner of seed {other}"))
+    prepared = Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), innocent, parties,
                         time.perf_counter() - start, innocent_pool_gap(ctx.profile, ctx.kind_name),
-                        owner_check=Check.of(defense.verify(ctx, marked, key)))
+                        owner_check=checked(defense, ctx, marked, key, nulls))
     return prepared, weights_digest(marked)
 
 
@@ -249,20 +257,23 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
         # profile's `clean_control_seeds`): it doubles an attack's cost wherever no other cell shares it
         controlled = cell.seed < wb.profile.clean_control_seeds
         clean_outcome = ctx.attacked(attack, ctx.base_model(), cell.strength) if controlled else None
-        pirate = outcome.pirate_key
-        check = Check.of(defense.verify(ctx, outcome.model, key))
-        others = [defense.verify(ctx, outcome.model, wrong).statistic for wrong in wb.wrong_keys(defense, ctx)]
+        nulls = ctx.null_keys(defense, key)
+        # a pirate made its key for the model it held: its null keys are drawn for that model, under the same
+        # constraint as its secret (never colliding with the owner's key)
+        pirate, clean_pirate = outcome.pirate_key, None if clean_outcome is None else clean_outcome.pirate_key
         result = CellResult(
             cell, "ok",
             utility_attacked=ctx.utility(outcome.model),
-            check=check,
-            identified=check.statistic > max(others, default=float("-inf")),
-            matched_innocent=None if clean_outcome is None else Check.of(defense.verify(ctx, clean_outcome.model, key)),
-            pirate_check=None if pirate is None else Check.of(defense.verify(ctx, outcome.model, pirate)),
-            pirate_clean_check=(None if clean_outcome is None or clean_outcome.pirate_key is None else
-                                Check.of(defense.verify(ctx, clean_outcome.model, clean_outcome.pirate_key))),
+            check=checked(defense, ctx, outcome.model, key, nulls),
+            matched_innocent=None if clean_outcome is None else checked(defense, ctx, clean_outcome.model, key, nulls),
+            pirate_check=None if pirate is None else checked(
+                defense, ctx, outcome.model, pirate, ctx.null_keys(defense, pirate, marked, avoid=key)),
+            pirate_clean_check=None if clean_pirate is None else checked(
+                defense, ctx, clean_outcome.model, clean_pirate,
+                ctx.null_keys(defense, clean_pirate, ctx.base_model(), avoid=key)),
             attack_report=outcome.report,
         )
+        result.identified = result.check.identified
     except StorageError:  # the disk refused a write: not the method's fault, it stops the run in one line
         raise
     except Exception as e:  # a failing method fails its cell, not the matrix
@@ -369,7 +380,7 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
     db.set_meta("methods", {part: {**methods[part], **described[part]} for part in ("defenses", "attacks")})
     db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "strengths": cfg.strengths,
                            "seeds": cfg.n_seeds, "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data,
-                           "fpr_target": cfg.fpr_target, "max_utility_drop": cfg.max_utility_drop})
+                           "alpha": cfg.level, "max_utility_drop": cfg.max_utility_drop})
     finished = db.done()
     for cell, reason in plan.outside.items():
         if cell not in finished:

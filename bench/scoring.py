@@ -1,6 +1,7 @@
 """The statistics under every verdict, a pure function of a run's stored results: the leaderboard table (one
-row per defense × attack × strength over the seeds), Wilson intervals of rates, the calibrated thresholds,
-the removal rule, and the rule that calls a verdict only where its interval decides. The text views, plots
+row per defense × attack × strength over the seeds; every check read by its key-randomization p-value at α
+and by the paper's threshold), Wilson intervals of rates, the removal rule, and the rule that calls a verdict
+only where its interval decides. The text views, plots
 and files built on the table are `bench.report`; publishing is `bench.publish`."""
 from __future__ import annotations
 
@@ -42,89 +43,20 @@ def undecided(k: int, n: int) -> str:
 
 
 COLUMNS = [
-    "defense", "model_kind", "attack", "family", "strength", "strength_rank", "status", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
-    "utility_marked_std", "utility_attacked", "utility_attacked_std",
-    "verification_rate", "verification_ci_low", "verification_ci_high", "auc",
-    "verification_rate_calibrated", "threshold_calibrated",
-    "false_positive_rate", "fpr_ci_low", "fpr_ci_high", "false_positive_rate_calibrated",
-    "n_innocent_models", "n_wrong_keys", "n_attacked_clean", "fpr_note",
-    "removal_rate", "attack_succeeded", "removal_verdict", "threshold", "p_value_median",
+    "defense", "model_kind", "attack", "family", "strength", "strength_rank", "status", "n_seeds", "utility_clean",
+    "utility_clean_std", "utility_marked", "utility_marked_std", "utility_attacked", "utility_attacked_std",
+    "reading", "alpha", "null_units", "p_value", "tpr_at_alpha", "tpr_ci_low", "tpr_ci_high",
+    "verification_rate", "verification_ci_low", "verification_ci_high", "threshold", "auc",
+    "innocent_fpr_at_alpha", "innocent_fpr_ci_high", "false_positive_rate", "fpr_ci_low", "fpr_ci_high",
+    "n_innocent_pairs", "n_innocent_models", "n_attacked_clean", "fpr_note",
+    "key_collision_rate", "key_collision_ci_high", "n_party_pairs",
+    "removal_rate", "attack_succeeded", "removal_verdict", "verdict_alpha", "verdict_paper_threshold",
     "identification_rate", "pirate_verification_rate", "pirate_clean_verification_rate", "ambiguity_rate",
-    "seeds_detected_calibrated", "seeds_removed", "seeds_identified", "seeds_pirate_verified", "seeds_inactive",
+    "seeds_detected", "seeds_removed", "seeds_identified", "seeds_pirate_verified", "seeds_inactive",
     "attack_report", "seconds",
 ]
 
-
-def calibrated_threshold(innocent_scores: list[float], fpr_target: float) -> float:
-    """The statistic's threshold that at most `fpr_target` of the innocent scores exceed. With fewer than
-    1/fpr_target innocent scores this is their maximum: an empirical bound, not an exact 1 % point."""
-    if not innocent_scores:
-        return float("nan")
-    return float(np.quantile(np.asarray(innocent_scores), 1 - fpr_target, method="higher"))
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One innocent unit: a distinct model or key, with its score (for a model checked with several owners'
-    keys, the largest: the unit counts as a false positive if any check flags it)."""
-
-    name: str
-    kind: str  # "model", "wrong key" or "attacked clean"
-    score: float
-    flagged: bool  # at the method's own threshold
-    seed: int = -1  # the owner seed a wrong key or an attacked clean model belongs to (-1: every seed)
-
-
-def units(checks: list[Check], kind: str, seed: int = -1) -> list[Unit]:
-    """Merge repeated checks of the same unit (same `Check.unit`) into one unit."""
-    by_name: dict[str, list[Check]] = defaultdict(list)
-    for i, c in enumerate(checks):
-        by_name[c.unit or f"{kind} {i}"].append(c)
-    return [Unit(name, kind, max(c.statistic for c in cs), any(c.detected for c in cs), seed)
-            for name, cs in sorted(by_name.items())]
-
-
-def halves(pool: list[Unit]) -> tuple[list[Unit], list[Unit]]:
-    """A fixed split of the calibration pool into two halves, alternating within each kind of unit."""
-    a: list[Unit] = []
-    b: list[Unit] = []
-    for kind in sorted({u.kind for u in pool}):
-        for i, u in enumerate(sorted((u for u in pool if u.kind == kind), key=lambda u: u.name)):
-            (a if i % 2 == 0 else b).append(u)
-    return a, b
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Thresholds calibrated on one half of the innocent pool, each judged on the other half (cross-fitted)."""
-
-    thresholds: tuple[float, float]
-    held_out: tuple[list[Unit], list[Unit]]  # the half each threshold was NOT fitted on
-
-    @classmethod
-    def cross_fitted(cls, pool: list[Unit], fpr_target: float) -> "Calibration":
-        a, b = halves(pool)
-        return cls((calibrated_threshold([u.score for u in a], fpr_target),
-                    calibrated_threshold([u.score for u in b], fpr_target)), (b, a))
-
-    def detection_rate(self, scores: list[float]) -> float:
-        """Mean over the two thresholds of the fraction of `scores` above it."""
-        if not scores:
-            return float("nan")
-        return float(np.mean([np.mean([s > t for s in scores]) for t in self.thresholds]))
-
-    def false_positive_rate(self, extra: list[Unit] = ()) -> float:
-        """Mean over the two thresholds of the fraction flagged among the held-out half plus `extra` units
-        (innocents never used for calibration, such as the attacked clean models of a row)."""
-        rates = [np.mean([u.score > t for u in held + list(extra)]) for t, held in zip(self.thresholds, self.held_out)
-                 if held or extra]
-        return float(np.mean(rates)) if rates else float("nan")
-
-
-def in_sample_false_positive_rate(pool: list[Unit], fpr_target: float) -> float:
-    """The optimistic number cross-fitting avoids: threshold fitted and judged on the same innocents."""
-    t = calibrated_threshold([u.score for u in pool], fpr_target)
-    return float(np.mean([u.score > t for u in pool]))
+UNTESTED = "untested (no key-randomization test in this run)"
 
 
 def auc(positive: list[float], negative: list[float]) -> float:
@@ -135,31 +67,49 @@ def auc(positive: list[float], negative: list[float]) -> float:
     return float(np.mean((p > n) + 0.5 * (p == n)))
 
 
-def innocent_pool(prepared: list[Prepared]) -> list[Unit]:
-    """The calibration pool of a defense: its innocent models (each once, over every owner's key) and its
-    wrong keys (distinct per seed)."""
-    models = units([c for p in prepared for c in p.innocent_checks], "model")
-    keys = [u for p in prepared for u in units(p.wrong_key_checks, "wrong key", p.seed)]
-    return models + keys
+@dataclass(frozen=True)
+class Reading:
+    """How a check counts as a detection: by its key-randomization p-value at `alpha` ("alpha"), or by the
+    defense's own rule at its paper's threshold ("paper")."""
+
+    rule: str
+    alpha: float
+
+    def hit(self, c: Check | None) -> bool:
+        if c is None:
+            return False
+        return c.detected if self.rule == "paper" else c.at(self.alpha)
+
+    def counts(self, checks: list[Check]) -> tuple[int, int]:
+        """How many of `checks` it flags, out of how many it can read (the alpha rule needs a p-value)."""
+        readable = [c for c in checks if self.rule == "paper" or c.tested]
+        return sum(self.hit(c) for c in readable), len(readable)
 
 
-def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepared], fpr_target: float,
-                max_utility_drop: float = 0.05, methods: dict | None = None) -> pd.DataFrame:
-    """One row per (defense, attack, strength), aggregated over seeds; false positives over distinct units.
-    `methods` (`registry.describe_methods`, as the run stored it) says each defense's kind and control flag
-    and each attack's order of strengths; the table depends on nothing else."""
+def detection_verdict(k: int, n: int) -> str:
+    """Whether the key verifies its model in most seeds: `detected`, `not detected` or `undecided (k/n)`."""
+    called = decide(k, n)
+    return "detected" if called else "not detected" if called is False else undecided(k, n)
+
+
+def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepared], alpha: float,
+                max_utility_drop: float = 0.05, methods: dict | None = None, rule: str = "alpha") -> pd.DataFrame:
+    """One row per (defense, attack, strength), aggregated over seeds. Every check is read two ways: by the
+    key-randomization test at level `alpha` (`p_value ≤ alpha`) and by the defense's own rule at its paper's
+    threshold: `rule` picks the one the rates, counts and verdicts use ("alpha" or "paper"); the other's
+    verdict stands beside it (`verdict_alpha`, `verdict_paper_threshold`). `methods`
+    (`registry.describe_methods`, as the run stored it) says each defense's kind and control flag and each
+    attack's order of strengths; the table depends on nothing else."""
+    read, at_alpha, paper = Reading(rule, alpha), Reading("alpha", alpha), Reading("paper", alpha)
     methods = methods or {"defenses": {}, "attacks": {}}
     by_row: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
     for c in cells:
         by_row[(c.cell.defense, c.cell.attack, c.cell.strength)].append(c)
-    pools = {d: innocent_pool([p for (dd, _), p in sorted(prepared.items()) if dd == d])
-             for d in {d for d, _ in prepared}}
-    calibrations = {d: Calibration.cross_fitted(pool, fpr_target) for d, pool in pools.items()}
     # the owner's key on its own unattacked marked model, per (defense, seed): recorded with the seed's
-    # preparation (older runs: their `none` cell); NaN where neither exists, which counts as not detected
-    unattacked = {(c.cell.defense, c.cell.seed): c.check.statistic for c in cells
+    # preparation (older runs: their `none` cell); a seed with neither record counts as not detected
+    unattacked = {(c.cell.defense, c.cell.seed): c.check for c in cells
                   if c.cell.attack == "none" and c.status == "ok"}
-    unattacked.update({key: p.owner_check.statistic for key, p in prepared.items() if p.owner_check is not None})
+    unattacked.update({key: p.owner_check for key, p in prepared.items() if p.owner_check is not None})
 
     rows = []
     for (defense, attack, strength), results in sorted(by_row.items()):
@@ -176,19 +126,21 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
         ok = [r for r in results if r.status == "ok"]
         preps = [prepared[(defense, r.cell.seed)] for r in ok if (defense, r.cell.seed) in prepared]
         checks = [r.check for r in ok]
-        scores = [c.statistic for c in checks]
-        pool = pools.get(defense, [])
-        matched = [u for r in ok if r.matched_innocent is not None
-                   for u in units([r.matched_innocent], "attacked clean", r.cell.seed)]
-        seeds = {p.seed for p in preps}
-        row_units = [u for u in pool if u.seed < 0 or u.seed in seeds] + matched
-        k, n = _rate(checks)
-        fk, fn = sum(u.flagged for u in row_units), len(row_units)
-        calibration = calibrations.get(defense)
+        tested = bool(checks) and all(c.tested for c in checks)
+        readable = tested or rule == "paper"
+        matched = [r.matched_innocent for r in ok if r.matched_innocent is not None]
+        innocent = [c for p in preps for c in p.innocent_checks] + matched
+        parties = [c for p in preps for c in p.party_checks]
+        k, n = paper.counts(checks)
+        ka, na = at_alpha.counts(checks)
+        kr, nr = read.counts(checks)
+        fk, fn = paper.counts(innocent)
+        fka, fna = at_alpha.counts(innocent)
+        ck, cn = read.counts(parties)
         gap = next((p.innocent_gap for p in preps if p.innocent_gap), "")
         pirates = [r.pirate_check for r in ok if r.pirate_check is not None]
         pirates_clean = [r.pirate_clean_check for r in ok if r.pirate_clean_check is not None]
-        both = [r.check.detected and r.pirate_check.detected for r in ok if r.pirate_check is not None]
+        both = [read.hit(r.check) and read.hit(r.pirate_check) for r in ok if r.pirate_check is not None]
         failed = [r.status for r in results if r.status != "ok"]
         attacked = [r.utility_attacked for r in ok]
         row.update({
@@ -200,51 +152,66 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "utility_marked_std": _std(p.utility_marked for p in preps),
             "utility_attacked": _mean(attacked),
             "utility_attacked_std": _std(attacked),
+            "reading": rule,
+            "alpha": alpha,
+            "null_units": max((c.null_size for c in checks), default=0) or float("nan"),
+            "p_value": median(c.p_value for c in checks) if tested else float("nan"),
+            "tpr_at_alpha": ka / na if na else float("nan"),
+            "tpr_ci_low": wilson(ka, na)[0], "tpr_ci_high": wilson(ka, na)[1],
             "verification_rate": k / n if n else float("nan"),
             "verification_ci_low": wilson(k, n)[0], "verification_ci_high": wilson(k, n)[1],
-            "auc": auc(scores, [u.score for u in pool] + [u.score for u in matched]),
+            "threshold": checks[0].threshold if checks else float("nan"),
+            "auc": auc([c.statistic for c in checks], [c.statistic for c in innocent]),
+            "innocent_fpr_at_alpha": fka / fna if fna else float("nan"),
+            "innocent_fpr_ci_high": wilson(fka, fna)[1],
             "false_positive_rate": fk / fn if fn else float("nan"),
             "fpr_ci_low": wilson(fk, fn)[0], "fpr_ci_high": wilson(fk, fn)[1],
-            "n_innocent_models": sum(u.kind == "model" for u in row_units),
-            "n_wrong_keys": sum(u.kind == "wrong key" for u in row_units),
+            "n_innocent_pairs": fn,
+            "n_innocent_models": len({c.unit for p in preps for c in p.innocent_checks}),
             "n_attacked_clean": len(matched),
             "fpr_note": gap,
-            "threshold": checks[0].threshold if checks else float("nan"),
-            "p_value_median": median(c.p_value for c in checks) if checks else float("nan"),
-            "identification_rate": _mean(r.identified for r in ok if r.identified is not None),
-            "pirate_verification_rate": sum(c.detected for c in pirates) / len(pirates) if pirates else None,
-            "pirate_clean_verification_rate": (sum(c.detected for c in pirates_clean) / len(pirates_clean)
+            "key_collision_rate": ck / cn if cn else float("nan"),
+            "key_collision_ci_high": wilson(ck, cn)[1],
+            "n_party_pairs": cn,
+            "identification_rate": _mean(c.identified for c in checks) if tested else float("nan"),
+            "pirate_verification_rate": read.counts(pirates)[0] / len(pirates) if pirates else None,
+            "pirate_clean_verification_rate": (read.counts(pirates_clean)[0] / len(pirates_clean)
                                                if pirates_clean else None),
             "ambiguity_rate": sum(both) / len(both) if both else None,
-            "seeds_identified": sum(bool(r.identified) for r in ok),
-            "seeds_pirate_verified": sum(c.detected for c in pirates) if pirates else None,
+            "seeds_detected": kr if readable else None,
+            "seeds_identified": sum(c.identified for c in checks) if tested else None,
+            "seeds_pirate_verified": read.counts(pirates)[0] if pirates else None,
             "attack_report": summarize_reports([r.attack_report for r in ok]),
             "seconds": _mean(r.seconds for r in results),
         })
-        if calibration is not None and pool:
-            utility_kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
-                            for r in ok if (defense, r.cell.seed) in prepared]
-            before = [unattacked.get((defense, r.cell.seed), float("nan")) for r in ok]
-            threshold = float(np.mean(calibration.thresholds))
-            row.update(removal(threshold, scores, utility_kept, before) if attack != "none" else NO_ATTACK)
-            row.update({
-                "seeds_detected_calibrated": sum(s > threshold for s in scores),
-                "threshold_calibrated": threshold,
-                "verification_rate_calibrated": calibration.detection_rate(scores),
-                "false_positive_rate_calibrated": calibration.false_positive_rate(matched),
-            })
-        if gap:  # no innocent models: no false-positive rate is claimed from keys and copies alone
+        if checks:
+            before = [unattacked.get((defense, r.cell.seed)) for r in ok]
+            kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
+                    if (defense, r.cell.seed) in prepared else False for r in ok]
+            by = {r: ([r.hit(b) for b in before], [r.hit(c) for c in checks]) for r in (read, at_alpha, paper)}
+            if attack == "none":
+                row.update(NO_ATTACK)
+                row["verdict_paper_threshold"] = detection_verdict(k, n)
+                row["verdict_alpha"] = detection_verdict(ka, na) if tested else UNTESTED
+            else:
+                row["verdict_paper_threshold"] = removal(*by[paper], kept)["removal_verdict"]
+                row["verdict_alpha"] = removal(*by[at_alpha], kept)["removal_verdict"] if tested else UNTESTED
+                row.update(removal(*by[read], kept) if readable else
+                           {"removal_rate": float("nan"), "attack_succeeded": UNTESTED, "removal_verdict": UNTESTED,
+                            "seeds_removed": None})
+        if gap:  # no innocent models: no false-positive rate is claimed from copies alone
             row.update({name: float("nan") for name in ("false_positive_rate", "fpr_ci_low", "fpr_ci_high",
-                                                        "false_positive_rate_calibrated", "auc")})
+                                                        "innocent_fpr_at_alpha", "innocent_fpr_ci_high", "auc")})
         # an attack that left the model unchanged on purpose says why (`report["inactive"]`, e.g. Neural
         # Cleanse flagging no label): in every seed, that is the row's outcome, not "the mark was kept"
         inactive = [r.attack_report.get("inactive") for r in ok]
         row["seeds_inactive"] = sum(bool(i) for i in inactive) if attack != "none" else None
         if ok and all(inactive) and attack != "none":
-            row.update({"attack_succeeded": f"no: {inactive[0]}", "removal_verdict": "kept"})
+            row.update({"attack_succeeded": f"no: {inactive[0]}", "removal_verdict": "kept", "verdict_alpha": "kept",
+                        "verdict_paper_threshold": "kept"})
         if defense_meta.get("control", False):
             row.update({"removal_rate": float("nan"), "attack_succeeded": "n/a (control: no mark)",
-                        "removal_verdict": "", "seeds_removed": None})
+                        "removal_verdict": "", "verdict_alpha": "", "verdict_paper_threshold": "", "seeds_removed": None})
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -257,18 +224,18 @@ NO_MARK = "no: mark not detected before the attack"
 UNSURE_MARK = "no: mark detected before the attack only in"  # followed by `undecided (k/n)`
 
 
-def removal(threshold: float, scores: list[float], utility_kept: list[bool], before: list[float]) -> dict:
-    """The removal literature's rule of attack success, per seed: the attacked model is not detected at the
-    calibrated `threshold` *and* keeps its utility — in a seed whose unattacked marked model was detected
-    (score `before`; NaN where the run has no record of it: not detected), since an attack cannot remove
-    a mark that was not there. The verdict over the seeds is called only where the 95 % Wilson interval of
-    the seeds' removals decides (`bench.scoring.decide`), otherwise it reads `undecided (k/n)`; a decided
-    "no" says why: no mark before the attack, the mark kept, or the utility lost."""
-    if not scores:
+def removal(present: list[bool], detected: list[bool], utility_kept: list[bool]) -> dict:
+    """The removal literature's rule of attack success, per seed: the attacked model is not detected *and*
+    keeps its utility — in a seed whose unattacked marked model was detected (`present`), since an attack
+    cannot remove a mark that was not there. Owner and pirate, before and after, are judged by one rule of
+    detection (the caller's: the key-randomization test at α, or the paper's threshold). The verdict over the
+    seeds is called only where the 95 % Wilson interval of the seeds' removals decides (`decide`), otherwise
+    it reads `undecided (k/n)`; a decided "no" says why: no mark before the attack, the mark kept, or the
+    utility lost."""
+    n = len(detected)
+    if not n:
         return {}
-    n = len(scores)
-    present = [b > threshold for b in before]
-    gone = [p and s <= threshold for p, s in zip(present, scores)]
+    gone = [p and not d for p, d in zip(present, detected)]
     removed = sum(g and kept for g, kept in zip(gone, utility_kept))
     called, had_mark = decide(removed, n), decide(sum(present), n)
     if called:
@@ -285,10 +252,6 @@ def removal(threshold: float, scores: list[float], utility_kept: list[bool], bef
             verdict = "no: utility lost" if 2 * sum(gone) > sum(present) else "no: mark kept"
     return {"removal_rate": removed / n, "attack_succeeded": verdict, "removal_verdict": decided,
             "seeds_removed": removed}
-
-
-def _rate(checks: list[Check]) -> tuple[int, int]:
-    return int(sum(c.detected for c in checks)), len(checks)
 
 
 def summarize_reports(reports: list[dict]) -> str:

@@ -29,8 +29,8 @@ def write_site(out: Path, profile: str = "default") -> Path:
     out = Path(out)
     loaded = load_table(out, profile)
     db = loaded.db
-    return render_site(loaded.table, out / "site", profile=profile, drop=loaded.drop, methods=loaded.methods,
-                       reproducibility=reproducibility_line(db.meta("environment")) + " "
+    return render_site(loaded.table, out / "site", profile=profile, drop=loaded.drop, alpha=loaded.alpha,
+                       methods=loaded.methods, paper_table=loaded.paper_table, reproducibility=reproducibility_line(db.meta("environment")) + " "
                        + software_line(db.meta("software")))
 
 
@@ -48,8 +48,8 @@ def _shown(value) -> str:
     return "" if value is None else str(value)
 
 
-def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float, reproducibility: str,
-                methods: dict) -> Path:
+def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float, alpha: float, reproducibility: str,
+                methods: dict, paper_table: pd.DataFrame | None = None) -> Path:
     import jinja2
     import matplotlib
 
@@ -78,10 +78,10 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     page = env.get_template("index.html.j2").render(
-        profile=profile, reproducibility=reproducibility, summary_legend=summary_legend(drop).replace("`", ""),
+        profile=profile, reproducibility=reproducibility, summary_legend=summary_legend(drop, alpha).replace("`", ""),
         attacks=attacks, summary=summary, claims_legend=CLAIMS_LEGEND.replace("`", ""),
         worst=worst.to_dict("records"), worst_columns=list(worst.columns), outcome=outcome,
-        claim_columns=CLAIM_COLUMNS, claims=claims_table(table, drop, methods).to_dict("records"), plots=plots,
+        claim_columns=CLAIM_COLUMNS, claims=claims_table(table, drop, methods, paper_table).to_dict("records"), plots=plots,
         filters={f: sorted(rows[f].astype(str).unique()) for f in FILTERS}, columns=columns, numeric=numeric,
         rows=[{c: _shown(r[c]) for c in columns} for _, r in rows.iterrows()])
     atomic_write(folder / "index.html", lambda p: p.write_text(page))

@@ -7,7 +7,10 @@ unchanged; *true embedding*: the inverted pattern, label = target. Both are trai
 from its initial training (each batch: clean + null + true samples, loss weights 1 / 0.25 / 0.25).
 Verification: accuracy on null-embedded inputs and target-hit rate on true-embedded inputs of the
 held-out split, both above the paper's threshold 0.8 → detected; p-value = one-sided binomial test of
-the true-embedding hits against chance (1 / number of classes).
+the true-embedding hits against chance (1 / number of classes). Key-randomization test (the leaderboard's
+p-value, `bench.nulls`): the null keys are keys of other secrets (the paper's own key procedure: pattern,
+position and target label from the hash), ranked by the same min(acc_null, acc_true); a model not trained
+with the key cannot tell it from them, so the p-value is exact.
 
 Reconstructed (no official code): the paper signs a verifier string and hashes the signature; here the
 key's secret seeds SHA-256, which gives the same kind of pseudo-random bits, position and label.
@@ -27,6 +30,8 @@ on it and on the input scale, so three variants are registered (inputs are in [0
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,6 +45,8 @@ from bench.protocols import DefenseBase, Key, Verification
 from bench.registry import register_defense
 from bench.training import fit, predict
 
+SCORE_BATCH = 64  # held-out images per forward pass of `score_many`
+
 
 @register_defense
 class NullEmbedding(DefenseBase):
@@ -51,6 +58,7 @@ class NullEmbedding(DefenseBase):
     lam = 2000 / 255
     threshold = 0.8
     watermark_weight = 0.25
+    cache_null_keys = False  # a key is a hash of its secret
     claims = (  # the abstract's headline claims (Li et al.)
         Claim("Keeps the model's normal classification accuracy", "utility"),
         Claim("Cannot be removed by fine-tuning or incremental training", "survives", ("fine_tuning",)),
@@ -123,6 +131,31 @@ class NullEmbedding(DefenseBase):
         a = ctx.data.attacker
         return self.embed(model, a.x, a.y, key, epochs=budget, seed=derive_seed(self.name, "pirate", key.secret),
                           lr=1e-3)
+
+    def score_many(self, ctx: Context, suspect: nn.Module, keys: Sequence[Key], floor: float = float("-inf")) -> list[float]:
+        """min(acc_null, acc_true) per key, the statistic `verify` thresholds. The held-out images go through
+        in batches, true embedding first; a key whose statistic can no longer reach `floor` (its hits so far
+        plus every image left fall short) stops early and scores -inf — on a marked model a random key
+        misses the target on nearly every image, so one batch proves it."""
+        return [self._score(ctx, suspect, key, floor) for key in keys]
+
+    def _score(self, ctx: Context, suspect: nn.Module, key: Key, floor: float) -> float:
+        test = ctx.data.verification
+        target = key.params["target"]
+        others = test.y != target
+        parts = ((self.stamp(test.x[others], key, invert=True), torch.full_like(test.y[others], target)),
+                 (self.stamp(test.x, key, invert=False), test.y))  # (true embedding, null embedding)
+        rates = []
+        for x, y in parts:
+            n, hits = len(y), 0
+            for start in range(0, n, SCORE_BATCH):
+                with torch.no_grad():
+                    pred = suspect(x[start : start + SCORE_BATCH]).argmax(1)
+                hits += int((pred == y[start : start + SCORE_BATCH]).sum())
+                if (hits + n - start - len(pred)) / max(n, 1) < floor:
+                    return float("-inf")
+            rates.append(hits / max(n, 1))
+        return min(rates)
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         test = ctx.data.verification

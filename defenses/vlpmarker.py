@@ -21,9 +21,12 @@ Implemented:
   Kolmogorov–Smirnov p-value between C_b and C_n (the embedding-distribution test). A copy of the marked
   service answers each trigger with its own target; any other model meets a trigger's target no more
   closely than a benign image does, whatever the anisotropy of its embedding space.
-- Detection needs both tests. The statistic is Δcos when the KS test rejects at `alpha` and 0 otherwise,
-  so a threshold on it demands both; the paper-style fixed threshold is `delta_threshold`, and the
-  leaderboard's calibrated threshold on the same statistic is fitted on innocent models and wrong keys.
+- Detection at the paper's rule needs both tests: the statistic is Δcos when the KS test rejects at `alpha`
+  and 0 otherwise, thresholded at `delta_threshold`.
+- Key-randomization test (the leaderboard's p-value, `bench.nulls`): the null keys keep the key's triggers,
+  benign set and clean embeddings and draw another Haar-random W (`null_key`); the ranked statistic is the raw
+  Δcos (`score_many`). W is drawn independently of the triggers, so on a service not derived from one marked
+  with W, W is exchangeable with the null draws given the triggers, and the p-value is exact.
 
 Reconstructed (the matrix generation and verification code were not released): the Haar sampling of W,
 the MSP-based OOD criterion, the procedural trigger source, the benign set and the pairing of benign
@@ -31,6 +34,9 @@ images with trigger targets, the set sizes (64 each) and `delta_threshold`. The 
 triggers, the benign images and the triggers' clean embeddings e(t), so an auditor needs only the key
 and the suspect."""
 from __future__ import annotations
+
+import hashlib
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +62,7 @@ class VLPMarker(DefenseBase):
     n_candidates = 320  # procedural candidates drawn per key
     delta_threshold = 0.1
     alpha = 0.01
+    cache_null_keys = False  # a null key is one Haar-random matrix
     claims = (  # the abstract's headline claims (Tang et al.)
         Claim("Minimal impact on model performance (zero-shot accuracy)", "utility"),
         Claim("Robust against model extraction attacks", "survives", ("extraction", "extraction_rotated")),
@@ -95,8 +102,36 @@ class VLPMarker(DefenseBase):
         transform.copy_(transform @ key.tensors["W"].to(transform.device))
         return marked
 
+    def null_key(self, ctx: Context, key: Key, secret: int, model: nn.Module | None = None) -> Key:
+        """The key's triggers, benign set and clean embeddings with another Haar-random W: W is drawn
+        independently of the triggers, so given them the owner's W is exchangeable with any other."""
+        w = random_orthogonal(key.tensors["W"].shape[0], derive_seed(self.name, "null", secret))
+        return Key(self.name, secret, dict(key.params), {**key.tensors, "W": w})
+
+    def score_many(self, ctx: Context, suspect: nn.Module, keys: Sequence[Key], floor: float = float("-inf")) -> list[float]:
+        """Δcos per key (not gated by the KS test): the suspect embeds each distinct trigger and benign set
+        once, and every key's W is applied to those embeddings."""
+        embedded: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        scores = []
+        for key in keys:
+            triggers = key.tensors["triggers"]
+            tag = hashlib.sha256(triggers.numpy().tobytes() + key.tensors["benign"].numpy().tobytes()).digest()
+            if tag not in embedded:
+                with torch.no_grad():
+                    embedded[tag] = (suspect.encode_image(triggers.to(ctx.device)),
+                                     suspect.encode_image(key.tensors["benign"].to(ctx.device)))
+            s_trigger, s_benign = embedded[tag]
+            target = self.targets(ctx, key)
+            scores.append(float((s_trigger * target).sum(1).mean() - (s_benign * target).sum(1).mean()))
+        return scores
+
+    @staticmethod
+    def targets(ctx: Context, key: Key) -> torch.Tensor:
+        """Each trigger's watermarked embedding W·e(t), normalised."""
+        return F.normalize(key.tensors["original"].to(ctx.device) @ key.tensors["W"].to(ctx.device), dim=-1)
+
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
-        target = F.normalize(key.tensors["original"].to(ctx.device) @ key.tensors["W"].to(ctx.device), dim=-1)
+        target = self.targets(ctx, key)
         with torch.no_grad():
             s_trigger = suspect.encode_image(key.tensors["triggers"].to(ctx.device))
             s_benign = suspect.encode_image(key.tensors["benign"].to(ctx.device))

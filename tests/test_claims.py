@@ -17,31 +17,33 @@ def rows(*specs: dict) -> pd.DataFrame:
     for spec in specs:
         row = {c: math.nan for c in COLUMNS}
         row.update({"defense": "vlpmarker", "status": "ok", "n_seeds": 10, "n_innocent_models": 20,
-                    "n_wrong_keys": 60, "n_attacked_clean": 20, **spec})
+                    "n_innocent_pairs": 100, "n_attacked_clean": 20, "reading": "alpha", "alpha": 0.01,
+                    "null_units": 99, **spec})
         out.append(row)
     return pd.DataFrame(out, columns=COLUMNS)
 
 
-NONE = {"attack": "none", "strength": "-", "attack_succeeded": "no attack", "seeds_detected_calibrated": 10,
-        "verification_rate": 1.0, "verification_rate_calibrated": 1.0, "false_positive_rate": 0.0,
-        "fpr_ci_low": 0.0, "fpr_ci_high": 0.037, "false_positive_rate_calibrated": 0.0, "utility_attacked": 0.96}
+NONE = {"attack": "none", "strength": "-", "attack_succeeded": "no attack", "seeds_detected": 10,
+        "verification_rate": 1.0, "tpr_at_alpha": 1.0, "false_positive_rate": 0.0, "fpr_ci_low": 0.0,
+        "fpr_ci_high": 0.037, "innocent_fpr_at_alpha": 0.0, "innocent_fpr_ci_high": 0.037, "utility_attacked": 0.96}
 
 
 def test_false_positives_hold_fail_partly_and_wait_for_the_seeds():
     claim = Claim("no false claims", "false_positives")
     good = rows(NONE)
     assert few_false_positives(good, claim, 0.05).verdict == "holds"
-    silent = rows({**NONE, "seeds_detected_calibrated": 0, "verification_rate": 0.0})
+    silent = rows({**NONE, "seeds_detected": 0, "verification_rate": 0.0})
     assert few_false_positives(silent, claim, 0.05).verdict.startswith("fails (the test does not verify")
-    unsure = rows({**NONE, "seeds_detected_calibrated": 7})
+    unsure = rows({**NONE, "seeds_detected": 7})
     assert few_false_positives(unsure, claim, 0.05).verdict == "undecided (the owner's own model detected in 7/10 seeds)"
-    loose = rows({**NONE, "false_positive_rate": 0.2, "fpr_ci_low": 0.14, "fpr_ci_high": 0.28})
-    assert few_false_positives(loose, claim, 0.05).verdict == "partly (only at the calibrated threshold)"
-    bad = rows({**NONE, "false_positive_rate": 0.2, "fpr_ci_low": 0.14, "fpr_ci_high": 0.28,
-                "false_positive_rate_calibrated": 0.1})
+    # the paper's threshold flags many pairs; the reading at α does not: each reading judges by its own rate
+    loose = {**NONE, "false_positive_rate": 0.2, "fpr_ci_low": 0.14, "fpr_ci_high": 0.28}
+    assert few_false_positives(rows(loose), claim, 0.05).verdict == "holds"
+    assert few_false_positives(rows({**loose, "reading": "paper"}), claim, 0.05).verdict == "fails"
+    bad = rows({**NONE, "innocent_fpr_at_alpha": 0.2, "innocent_fpr_ci_high": 0.29})
     assert few_false_positives(bad, claim, 0.05).verdict == "fails"
-    straddles = rows({**NONE, "false_positive_rate": 0.05, "fpr_ci_low": 0.02, "fpr_ci_high": 0.12})
-    assert few_false_positives(straddles, claim, 0.05).verdict.startswith("undecided (paper's threshold: undecided (5/100)")
+    straddles = rows({**NONE, "innocent_fpr_at_alpha": 0.05, "innocent_fpr_ci_high": 0.11})
+    assert few_false_positives(straddles, claim, 0.05).verdict == "undecided (undecided (5/100) innocent pairs flagged)"
     assert few_false_positives(rows({**NONE, "attack": "pruning"}), claim, 0.05).verdict == "not tested"
 
 
@@ -122,7 +124,7 @@ def test_claims_table_reports_a_claim_it_cannot_judge_instead_of_dropping_it(mon
 def test_the_summary_calls_the_none_column_only_where_the_seeds_decide():
     defense = registry.get_defense("vlpmarker").name
     for k, expected in ((10, "verified"), (9, "verified"), (8, "undecided (8/10)"), (1, "not verified")):
-        cell = summary_matrix(rows({**NONE, "defense": defense, "seeds_detected_calibrated": k})).loc[0, "none"]
+        cell = summary_matrix(rows({**NONE, "defense": defense, "seeds_detected": k})).loc[0, "none"]
         assert cell.startswith(expected), (k, cell)
 
 
@@ -131,9 +133,8 @@ def test_the_summary_calls_the_none_column_only_where_the_seeds_decide():
 def test_the_summary_cell_of_an_attack_follows_the_rows_decided_verdict(removed, expected):
     from bench.scoring import removal
 
-    verdict = removal(0.5, [0.1] * removed + [0.9] * (10 - removed), [True] * 10, [0.9] * 10)
-    table = rows(NONE, {"attack": "pruning", "strength": "0.9", "utility_attacked": 0.9,
-                        "verification_rate_calibrated": 0.5, **verdict})
+    verdict = removal([True] * 10, [False] * removed + [True] * (10 - removed), [True] * 10)
+    table = rows(NONE, {"attack": "pruning", "strength": "0.9", "utility_attacked": 0.9, "tpr_at_alpha": 0.5, **verdict})
     assert summary_matrix(table).loc[0, "pruning"].startswith(expected)
 
 
@@ -142,7 +143,7 @@ def test_the_worst_case_is_the_removal_that_leaves_the_thief_the_most_utility():
     from bench.scoring import removal
 
     def row(attack, family, strength, removed, utility):
-        verdict = removal(0.5, [0.1] * removed + [0.9] * (10 - removed), [True] * 10, [0.9] * 10)
+        verdict = removal([True] * 10, [False] * removed + [True] * (10 - removed), [True] * 10)
         return {"attack": attack, "family": family, "strength": strength, "utility_attacked": utility, **verdict}
 
     table = rows(NONE, row("pruning", "pruning", "0.9", 10, 0.80), row("fine_tuning", "fine-tuning", "all", 10, 0.93),
@@ -163,18 +164,18 @@ def test_an_attack_that_did_nothing_reads_as_its_own_outcome_not_as_a_kept_mark(
     from bench.scoring import leaderboard
 
     def check(score):
-        return Check(score > 0.5, score, 0.5, 0.5, {}, "")
+        return Check(score > 0.5, score, 0.5, 0.01 if score > 0.5 else 0.5, {}, "", score, 99, 99, 0)
 
     preps = {("null_embedding", s): Prepared("null_embedding", s, 0.95, 0.95, [check(0.1)], [check(0.1)], 0.0,
                                              owner_check=check(0.9)) for s in range(10)}
     silent = [CellResult(CellId("null_embedding", "neural_cleanse", "1", s), "ok", utility_attacked=0.95,
                          check=check(0.9), attack_report={"n_flagged": 0, "inactive": "nothing flagged"})
               for s in range(10)]
-    row = leaderboard(silent, preps, fpr_target=0.01).iloc[0]
+    row = leaderboard(silent, preps, alpha=0.01).iloc[0]
     assert row.attack_succeeded == "no: nothing flagged" and row.seeds_inactive == 10
     assert summary_matrix(row.to_frame().T.assign(n_seeds=10)).iloc[0]["neural_cleanse"].startswith("nothing flagged")
     flagged = [dataclasses.replace(c, attack_report={"n_flagged": 1}) for c in silent]
-    assert leaderboard(flagged, preps, fpr_target=0.01).iloc[0].attack_succeeded == "no: mark kept"
+    assert leaderboard(flagged, preps, alpha=0.01).iloc[0].attack_succeeded == "no: mark kept"
 
 
 def test_survival_of_an_attack_that_did_nothing_is_not_tested():

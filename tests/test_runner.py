@@ -11,7 +11,8 @@ from bench.results import CellId, ResultsDB
 from bench.runner import make_plan, run_cell, run_matrix
 
 REQUIRED = ["defense", "attack", "strength", "n_seeds", "utility_clean", "utility_marked", "utility_attacked",
-            "verification_rate", "false_positive_rate", "p_value_median", "seconds", "status"]
+            "verification_rate", "false_positive_rate", "p_value", "tpr_at_alpha", "alpha", "null_units",
+            "innocent_fpr_at_alpha", "key_collision_rate", "verdict_alpha", "verdict_paper_threshold", "seconds", "status"]
 
 
 def test_plan_expands_compatible_pairs(run_config):
@@ -52,8 +53,10 @@ def test_matrix_writes_leaderboard_and_resumes(run_config):
     assert list(table.columns) == COLUMNS and set(REQUIRED) <= set(table.columns)
     none_row = table[table.attack == "none"].iloc[0]
     assert none_row.verification_rate == 1.0 and none_row.auc == 1.0
-    assert (none_row.n_innocent_models, none_row.n_wrong_keys, none_row.n_attacked_clean) == (20, 10, 1)
+    assert (none_row.n_innocent_models, none_row.n_innocent_pairs, none_row.n_attacked_clean) == (20, 21, 1)
     assert none_row.false_positive_rate <= 0.1 and none_row.attack_succeeded == "no attack"
+    assert none_row.tpr_at_alpha == 1.0 and none_row.null_units == 99 and none_row.p_value == pytest.approx(0.01)
+    assert none_row.innocent_fpr_at_alpha <= 0.1 and none_row.verdict_alpha == "undecided (1/1)"
     assert table[["verification_rate", "false_positive_rate"]].apply(lambda c: c.between(0, 1)).all().all()
     summary, rest = (cfg.out / "leaderboard.md").read_text().split("## The papers' claims")
     claims, rows = rest.split("## Every row")

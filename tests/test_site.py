@@ -27,14 +27,14 @@ def synthetic_table() -> pd.DataFrame:
                 row = {c: math.nan for c in COLUMNS}
                 outside = d == "vlpmarker" and a == "pruning"
                 row.update(defense=d, model_kind={"null_embedding": "classifier", "vlpmarker": "vlp"}[d], attack=a,
-                           strength=s, strength_rank=i, n_seeds=0 if outside else 10, seeds_detected_calibrated=10,
+                           strength=s, strength_rank=i, n_seeds=0 if outside else 10, seeds_detected=10,
                            seeds_removed=0 if i < 2 else 10,
                            status="n/a: outside the threat model" if outside else "ok",
                            attack_succeeded="" if outside else ("yes" if i == 2 else "no: mark kept"),
                            utility_attacked=0.9 - 0.1 * i + 0.01 * len(rows), verification_rate=1.0 - 0.4 * i,
-                           verification_rate_calibrated=1.0 - 0.4 * i, removal_rate=0.0 if i < 2 else 1.0,
+                           tpr_at_alpha=1.0 - 0.4 * i, removal_rate=0.0 if i < 2 else 1.0,
                            utility_clean=0.95, utility_marked=0.94, false_positive_rate=0.0,
-                           false_positive_rate_calibrated=0.01, n_innocent_models=20, n_wrong_keys=60,
+                           innocent_fpr_at_alpha=0.01, n_innocent_models=20, n_innocent_pairs=200,
                            n_attacked_clean=3, identification_rate=1.0)
                 rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -49,7 +49,7 @@ def test_summary_cells_take_their_outcome_class():
 
 
 def test_site_is_self_contained(tmp_path):
-    index = render_site(synthetic_table(), tmp_path / "site", profile="test", drop=0.05, reproducibility="r",
+    index = render_site(synthetic_table(), tmp_path / "site", profile="test", drop=0.05, alpha=0.01, reproducibility="r",
                         methods=METHODS)
     html = index.read_text()
     assert "http://" not in html and "https://" not in html  # nothing from the network
@@ -76,7 +76,7 @@ def test_the_page_works_in_a_real_browser(driver, tmp_path):
     from selenium.webdriver.support.ui import Select
 
     table = synthetic_table()
-    index = render_site(table, tmp_path / "run" / "site", profile="test", drop=0.05, reproducibility="r",
+    index = render_site(table, tmp_path / "run" / "site", profile="test", drop=0.05, alpha=0.01, reproducibility="r",
                         methods=METHODS)
     driver.get(index.resolve().as_uri())
     # the summary matrix: one cell per (defense, attack)
@@ -113,7 +113,7 @@ def _run_folder(path, profile_description: dict, cells: list[tuple[str, str]]):
     db = ResultsDB(path, "default")
     db.set_meta("profile:default", profile_description)
     db.set_meta("config", {"defenses": sorted({d for d, _ in cells}), "attacks": sorted({a for _, a in cells}),
-                           "fpr_target": 0.01, "max_utility_drop": 0.05})
+                           "alpha": 0.01, "max_utility_drop": 0.05})
     for defense, attack in cells:
         db.put_cell(CellResult(CellId(defense, attack, "1", 0), "failed: synthetic"))
     return path

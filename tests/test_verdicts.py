@@ -1,6 +1,7 @@
-"""Verdicts a paper can cite: false positives counted over distinct units, thresholds calibrated on
-innocents they are not judged on, attack success needing removal *and* utility, threat models, and
-numbers that do not depend on the machine's CPU kernels in portable mode."""
+"""Verdicts a paper can cite: every check read by its key-randomization p-value at α (and beside it by the
+paper's threshold), false accusation and key specificity in their own columns, owner and pirate judged by one
+rule, attack success needing removal *and* utility, threat models, and numbers that do not depend on the
+machine's CPU kernels in portable mode."""
 import dataclasses
 import json
 import os
@@ -12,38 +13,32 @@ import numpy as np
 import pytest
 
 from bench import registry
-from bench.claims import Claim, survives
+from bench.claims import Claim, claims_table, survives
 from bench.context import Clean
 from bench.protocols import WmbenchError
 from bench.report import summary_matrix, write_leaderboard
-from bench.scoring import Calibration, Unit, in_sample_false_positive_rate, leaderboard
+from bench.scoring import leaderboard, wilson
 from bench.results import CellId, CellResult, Check, Prepared
 from bench.runner import make_plan, run_matrix
 
-
-def check(score: float, unit: str = "", detected: bool | None = None) -> Check:
-    return Check(score > 0.5 if detected is None else detected, score, 0.5, 0.5, {}, unit)
+K = 99
 
 
-def test_cross_fitted_calibration_is_not_optimistic_like_in_sample():
-    rng = np.random.default_rng(0)
-    pool = [Unit(f"m{i}", "model", float(s), False) for i, s in enumerate(rng.normal(size=40))]
-    in_sample = in_sample_false_positive_rate(pool, fpr_target=0.01)
-    cross_fitted = Calibration.cross_fitted(pool, fpr_target=0.01).false_positive_rate()
-    assert in_sample == 0.0  # the threshold is the pool's own maximum: nothing above it, by construction
-    assert cross_fitted > in_sample  # each half's maximum is exceeded by some unit of the other half
-    calibration = Calibration.cross_fitted(pool, 0.01)
-    fitted_on = [{u.name for u in pool} - {u.name for u in held} for held in calibration.held_out]
-    assert all(not (names & {u.name for u in held}) for names, held in zip(fitted_on, calibration.held_out))
+def check(score: float, unit: str = "", detected: bool | None = None, p: float | None = None) -> Check:
+    """A check whose paper verdict is `score > 0.5` (or `detected`) and whose key-randomization p-value is
+    1/(K+1) for a score above 0.5 (or `p`), 0.5 otherwise."""
+    p = (1 / (K + 1) if score > 0.5 else 0.5) if p is None else p
+    exceed = round(p * (K + 1)) - 1
+    return Check(score > 0.5 if detected is None else detected, score, 0.5, p, {}, unit, score, K, K, exceed)
 
 
-def prepared(seed: int, innocent_scores: list[float], wrong_scores: list[float], marked: float = 0.9,
+def prepared(seed: int, innocent_scores: list[float], party_scores: list[float], marked: float = 0.9,
              owner: float | None = 0.95) -> Prepared:
     """A seed's preparation; `owner` is the owner's score on its unattacked marked model (None: not recorded,
     as in runs before it was, whose `none` cells say it)."""
     innocent = [check(s, f"model {i}") for i, s in enumerate(innocent_scores)]
-    wrong = [check(s, f"key {seed}-{j}") for j, s in enumerate(wrong_scores)]
-    return Prepared("null_embedding", seed, 0.95, marked, innocent, wrong, 0.0,
+    parties = [check(s, f"owner of seed {j}") for j, s in enumerate(party_scores)]
+    return Prepared("null_embedding", seed, 0.95, marked, innocent, parties, 0.0,
                     owner_check=None if owner is None else check(owner))
 
 
@@ -52,23 +47,67 @@ def cell(seed: int, score: float, utility: float, matched: float = 0.0) -> CellR
                       check=check(score), matched_innocent=check(matched))
 
 
-def test_false_positives_count_distinct_units_not_repeated_checks():
-    # the same 4 innocent models are checked with each of 3 seeds' keys: 4 units, not 12 checks
-    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.9 if s == 2 else 0.3, 0.1], [0.0, 0.1]) for s in range(3)}
+def test_false_accusation_and_key_specificity_land_in_their_own_columns():
+    # the same 4 innocent models are checked with each of 3 seeds' keys: 12 (model, key) pairs, plus the 3
+    # attacked clean models; the other parties' keys on the marked models are another question
+    preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.9 if s == 2 else 0.3, 0.1], [0.0, 0.8 if s == 0 else 0.1])
+             for s in range(3)}
     cells = [cell(s, 0.95, 0.95) for s in range(3)]
-    row = leaderboard(cells, preps, fpr_target=0.01).iloc[0]
-    assert row.n_innocent_models == 4 and row.n_wrong_keys == 6 and row.n_attacked_clean == 3
-    # one model flagged under one key (seed 2's): one unit of 4 + 6 + 3 = 13
-    assert row.false_positive_rate == pytest.approx(1 / 13)
-    from bench.scoring import wilson
+    row = leaderboard(cells, preps, alpha=0.01).iloc[0]
+    assert row.n_innocent_models == 4 and row.n_innocent_pairs == 15 and row.n_attacked_clean == 3
+    assert row.innocent_fpr_at_alpha == pytest.approx(1 / 15)  # one pair flagged (seed 2's key on one model)
+    assert row.innocent_fpr_ci_high == pytest.approx(wilson(1, 15)[1])
+    assert row.n_party_pairs == 6 and row.key_collision_rate == pytest.approx(1 / 6)
+    assert row.false_positive_rate == pytest.approx(1 / 15)  # the paper's threshold on the same pairs
+    assert (row.fpr_ci_low, row.fpr_ci_high) == pytest.approx(wilson(1, 15))
 
-    assert (row.fpr_ci_low, row.fpr_ci_high) == pytest.approx(wilson(1, 13))
+
+def test_p_values_and_the_papers_threshold_are_read_apart():
+    """A suspect whose statistic passes the paper's threshold while its key does not beat its null keys is
+    detected by one reading and not the other; each verdict column follows its own."""
+    preps = {("null_embedding", s): prepared(s, [0.1], [0.1]) for s in range(10)}
+    cells = [CellResult(CellId("null_embedding", "pruning", "0.9", s), "ok", utility_attacked=0.94,
+                        check=check(0.9, p=0.2), matched_innocent=check(0.0)) for s in range(10)]
+    row = leaderboard(cells, preps, alpha=0.01).iloc[0]
+    assert row.tpr_at_alpha == 0 and row.verification_rate == 1 and row.p_value == pytest.approx(0.2)
+    assert row.verdict_alpha == row.removal_verdict == "removed" and row.verdict_paper_threshold == "kept"
+    paper = leaderboard(cells, preps, alpha=0.01, rule="paper").iloc[0]
+    assert paper.removal_verdict == "kept" and paper.verdict_alpha == "removed" and paper.seeds_detected == 10
+    assert leaderboard(cells, preps, alpha=0.25).iloc[0].removal_verdict == "kept"  # p = 0.2 ≤ 0.25
+
+
+def test_owner_and_pirate_are_judged_by_one_rule():
+    preps = {("null_embedding", s): prepared(s, [0.1], [0.1]) for s in range(10)}
+    # the pirate's statistic clears the paper's threshold but not its own nulls; the owner's does both
+    cells = [CellResult(CellId("null_embedding", "piracy", "12", s), "ok", utility_attacked=0.95, check=check(0.95),
+                        pirate_check=check(0.9, p=0.3), matched_innocent=check(0.0)) for s in range(10)]
+    at_alpha = leaderboard(cells, preps, alpha=0.01).iloc[0]
+    assert at_alpha.seeds_detected == 10 and at_alpha.seeds_pirate_verified == 0 and at_alpha.ambiguity_rate == 0
+    paper = leaderboard(cells, preps, alpha=0.01, rule="paper").iloc[0]
+    assert paper.seeds_detected == 10 and paper.seeds_pirate_verified == 10 and paper.ambiguity_rate == 1
+    # the same check given to owner and pirate gets the same reading
+    same = [dataclasses.replace(c, pirate_check=c.check) for c in cells]
+    row = leaderboard(same, preps, alpha=0.01).iloc[0]
+    assert row.seeds_detected == row.seeds_pirate_verified == 10
+
+
+def test_claims_mark_where_the_two_readings_differ():
+    methods = {"defenses": {"null_embedding": {"model_kind": "classifier", "claims": [
+        {"text": "survives pruning", "test": "survives", "attacks": ["pruning"]}]}}, "attacks": {}}
+    preps = {("null_embedding", s): prepared(s, [0.1], [0.1]) for s in range(10)}
+    cells = [CellResult(CellId("null_embedding", "pruning", "0.9", s), "ok", utility_attacked=0.94,
+                        check=check(0.9, p=0.2), matched_innocent=check(0.0)) for s in range(10)]
+    cells += [unattacked(s, 0.95) for s in range(10)]
+    table = leaderboard(cells, preps, 0.01, methods=methods)
+    paper = leaderboard(cells, preps, 0.01, methods=methods, rule="paper")
+    claims = claims_table(table, 0.05, methods, paper).iloc[0]
+    assert claims.verdict.startswith("fails") and claims.verdict_paper_threshold == "holds" and claims.differs == "yes"
 
 
 def test_removal_needs_the_mark_gone_and_the_utility_kept():
     def row_of(cells: list[CellResult], n: int):
         preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1]) for s in range(n)}
-        return leaderboard(cells, preps, fpr_target=0.01, max_utility_drop=0.05).iloc[0]
+        return leaderboard(cells, preps, alpha=0.01, max_utility_drop=0.05).iloc[0]
 
     # 10 seeds: removed in 1 (undetected, utility kept), utility lost in 8, detected in 1: decided "no"
     mixed = row_of([cell(0, 0.05, 0.94)] + [cell(s, 0.05, 0.60) for s in range(1, 9)] + [cell(9, 0.95, 0.94)], 10)
@@ -104,16 +143,16 @@ def test_an_attack_cannot_remove_a_mark_that_was_not_there():
     preps = {("null_embedding", s): prepared(s, [0.1, 0.2, 0.3, 0.2], [0.1, 0.0, 0.2, 0.1], owner=None)
              for s in range(10)}
     attacked = [cell(s, 0.05, 0.94) for s in range(10)]  # undetected after the attack, utility kept
-    unknown = leaderboard(attacked, preps, fpr_target=0.01).iloc[0]  # no record of the unattacked model at all
+    unknown = leaderboard(attacked, preps, alpha=0.01).iloc[0]  # no record of the unattacked model at all
     assert unknown.seeds_removed == 0 and unknown.attack_succeeded == "no: mark not detected before the attack"
     recorded = {k: dataclasses.replace(p, owner_check=check(0.95)) for k, p in preps.items()}
-    assert leaderboard(attacked, recorded, fpr_target=0.01).iloc[0].attack_succeeded == "yes"
+    assert leaderboard(attacked, recorded, alpha=0.01).iloc[0].attack_succeeded == "yes"
     marked_everywhere = [unattacked(s, 0.95) for s in range(10)]
-    table = leaderboard(attacked + marked_everywhere, preps, fpr_target=0.01)
+    table = leaderboard(attacked + marked_everywhere, preps, alpha=0.01)
     assert table.set_index("attack").loc["pruning", "attack_succeeded"] == "yes"
     assert summary_matrix(table).set_index("defense").loc["null_embedding", "none"].startswith("verified")
     mostly_absent = [unattacked(0, 0.95)] + [unattacked(s, 0.05) for s in range(1, 10)]  # the mark took in seed 0
-    table = leaderboard(attacked + mostly_absent, preps, fpr_target=0.01)
+    table = leaderboard(attacked + mostly_absent, preps, alpha=0.01)
     row = table.set_index("attack").loc["pruning"]
     assert row.removal_rate == pytest.approx(0.1) and row.attack_succeeded == "no: mark not detected before the attack"
     verdict = survives(table.assign(model_kind="classifier"), Claim("survives pruning", "survives", ("pruning",)), 0.05)
@@ -121,11 +160,11 @@ def test_an_attack_cannot_remove_a_mark_that_was_not_there():
     summary = summary_matrix(table).set_index("defense").loc["null_embedding"]
     assert summary["pruning"].startswith("not verified before") and summary["none"].startswith("not verified")
     half = [unattacked(s, 0.95 if s < 6 else 0.05) for s in range(10)]  # 6 of 10: undecided
-    table = leaderboard(attacked + half, preps, fpr_target=0.01)
+    table = leaderboard(attacked + half, preps, alpha=0.01)
     summary = summary_matrix(table).set_index("defense").loc["null_embedding"]
     assert summary["none"].startswith("undecided (6/10)") and summary["pruning"].startswith("undecided (6/10)")
     assert survives(table, Claim("survives pruning", "survives", ("pruning",)), 0.05).verdict.startswith(
-        "not tested (the owner's own unattacked model: undecided (6/10))")
+        "not tested (the owner's own unattacked model detected in 6/10 seeds)")
 
 
 def test_a_pretrained_vlp_source_takes_its_innocents_from_named_checkpoints_only():
@@ -141,9 +180,9 @@ def test_a_pretrained_vlp_source_takes_its_innocents_from_named_checkpoints_only
     assert len(innocent_pool(pretrained, "classifier")) == 20 and not innocent_pool_gap(pretrained, "classifier")
     # without innocents the rows say why instead of a false-positive rate
     preps = {("null_embedding", 0): dataclasses.replace(prepared(0, [], [0.1, 0.2]), innocent_gap="no checkpoints")}
-    row = leaderboard([cell(0, 0.9, 0.95)], preps, fpr_target=0.01).iloc[0]
+    row = leaderboard([cell(0, 0.9, 0.95)], preps, alpha=0.01).iloc[0]
     assert row.fpr_note == "no checkpoints" and row.n_innocent_models == 0
-    assert np.isnan(row.false_positive_rate) and np.isnan(row.false_positive_rate_calibrated)
+    assert np.isnan(row.false_positive_rate) and np.isnan(row.innocent_fpr_at_alpha)
 
 
 def test_a_pool_holding_the_owners_weights_is_refused(run_config, monkeypatch):

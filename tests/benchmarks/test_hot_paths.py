@@ -8,6 +8,7 @@ import torch
 from bench.data import Split
 from bench.kinds.contrastive import simclr_train
 from bench.kinds.vlp import clip_train
+from bench.nulls import key_randomization
 from bench.registry import get_defense
 from bench.report import write_leaderboard
 from bench.runner import run_matrix
@@ -80,8 +81,39 @@ def test_null_embedding_verification(benchmark, make_ctx):
 def test_leaderboard_build(benchmark, run_config):
     cfg = run_config(defenses=["null_embedding"], attacks=["none"])
     run_matrix(cfg, progress=False)
-    table = benchmark(write_leaderboard, cfg.out)
-    assert len(table) == 1
+    loaded = benchmark(write_leaderboard, cfg.out)
+    assert len(loaded.table) == 1
+
+
+@pytest.mark.parametrize("defense_name", ["null_embedding", "vlpmarker", "awencoder", "awencoder_blackbox"])
+def test_a_key_randomization_test_on_an_innocent_model(benchmark, make_ctx, defense_name):
+    """The owner's key against its null keys on an independent model (sequential stopping ends it early; the
+    null keys are made on first use and shared by every later suspect)."""
+    defense = get_defense(defense_name)
+    ctx = dataclasses.replace(make_ctx(defense.model_kind), defense=defense_name)
+    key, suspect = defense.make_key(ctx, 1), ctx.base_model(seed=10_001)
+    nulls = ctx.null_keys(defense, key)
+    test = benchmark(key_randomization, defense, ctx, suspect, key, nulls)
+    assert test.p_value > 0.01
+
+
+@pytest.mark.parametrize("defense_name", ["null_embedding", "vlpmarker"])
+def test_scoring_all_null_keys_of_a_key(benchmark, make_ctx, defense_name):
+    """The expensive case: a suspect whose key beats every null key needs all K of them scored."""
+    defense = get_defense(defense_name)
+    ctx = dataclasses.replace(make_ctx(defense.model_kind), defense=defense_name)
+    key = defense.make_key(ctx, 1)
+    nulls = list(ctx.null_keys(defense, key))
+    scores = benchmark(defense.score_many, ctx, ctx.base_model(), nulls)
+    assert len(scores) == len(nulls) == ctx.profile.null_keys
+
+
+def test_making_the_null_keys_of_a_vlpmarker_key(benchmark, make_ctx):
+    defense = get_defense("vlpmarker")
+    ctx = make_ctx("vlp")
+    key = defense.make_key(ctx, 1)
+    made = benchmark(lambda: [defense.null_key(ctx, key, j) for j in range(ctx.profile.null_keys)])
+    assert len({float(k.tensors["W"][0, 0]) for k in made}) == len(made)
 
 
 def test_verifying_a_served_model(benchmark, make_ctx):

@@ -1,0 +1,79 @@
+"""Key-randomization tests: the p-value of an ownership check, exact under the null that the suspect was not
+derived from a model marked with the key under test.
+
+The null: K other keys drawn by the defense's own key procedure (`Defense.null_key`), scored on the same
+suspect by the same statistic (`Defense.score_many`). A suspect that was not derived from the key's marked
+model cannot tell the key under test from the K others, so the key's rank among the K + 1 scores is uniform
+and p = (1 + #{null scores ≥ the key's}) / (K + 1) is exact: P(p ≤ α) ≤ α for every α, and the smallest
+p-value is 1 / (K + 1) — the resolution that decides which α a run may be read at. Ties count against the key.
+
+Sequential stopping (Besag and Clifford, Biometrika 1991): nulls are scored in order, and the test stops as
+soon as `stop_after` of them reach the key's score, with p = stop_after / (nulls scored). The p-value stays
+exact, and a suspect that does not carry the mark costs about `stop_after` / p null scores instead of K."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from torch import nn
+
+from bench.protocols import Context, Defense, Key, WmbenchError
+
+STOP_AFTER = 10  # Besag–Clifford's h: the test stops once this many nulls reach the key's score
+FIRST_BATCH = 2 * STOP_AFTER  # nulls scored before the first look (most innocent suspects stop there)
+
+
+@dataclass(frozen=True)
+class KeyTest:
+    """The outcome of one key-randomization test of a key on a suspect."""
+
+    p_value: float
+    score: float  # the key's own statistic on the suspect
+    exceed: int  # null keys scoring at least as high, among those scored
+    scored: int  # null keys scored (`null_size` unless the test stopped early)
+    null_size: int  # K, the null keys available
+
+    @property
+    def smallest(self) -> bool:
+        """The key scores above every one of the K null keys (p = 1 / (K + 1)): it identifies the suspect."""
+        return self.exceed == 0 and self.scored == self.null_size
+
+
+def smallest_p(null_size: int) -> float:
+    """The smallest p-value K null keys can give: 1 / (K + 1)."""
+    return 1.0 / (null_size + 1)
+
+
+def check_alpha(alpha: float, null_size: int) -> None:
+    """Refuse, in one line, a level α finer than K null keys resolve (α < 1 / (K + 1))."""
+    if not 0 < alpha < 1:
+        raise WmbenchError(f"--alpha must lie in (0, 1), got {alpha!r}")
+    if alpha < smallest_p(null_size) * (1 - 1e-9):
+        raise WmbenchError(f"--alpha {alpha:g} is finer than the null resolves: {null_size} null keys give p-values no "
+                           f"smaller than 1/{null_size + 1} = {smallest_p(null_size):.4g}; ask for α ≥ that, or a profile "
+                           f"with more `null_keys`")
+
+
+def key_test(score: float, null_scores: Callable[[int, int], Sequence[float]], null_size: int,
+             stop_after: int = STOP_AFTER) -> KeyTest:
+    """The key-randomization test of a key whose statistic is `score`, against `null_size` null keys whose
+    statistics `null_scores(start, stop)` gives in their fixed order (computed lazily, in batches). A null
+    statistic of -inf stands for one the defense proved to lie below `score` without computing it."""
+    exceed = scored = 0
+    start, batch = 0, FIRST_BATCH
+    while start < null_size:
+        stop = min(null_size, start + batch)
+        for s in null_scores(start, stop):
+            scored += 1
+            exceed += s >= score
+            if exceed == stop_after:
+                return KeyTest(stop_after / scored, score, exceed, scored, null_size)
+        start, batch = stop, null_size  # after the first look, the rest at once
+    return KeyTest((exceed + 1) / (null_size + 1), score, exceed, scored, null_size)
+
+
+def key_randomization(defense: Defense, ctx: Context, suspect: nn.Module, key: Key, nulls: Sequence[Key]) -> KeyTest:
+    """The key-randomization test of `key` on `suspect` against `nulls` (`Context.null_keys`), scored by the
+    defense's `score_many`; null keys proven below the key's score need not be scored in full."""
+    own = defense.score_many(ctx, suspect, [key])[0]
+    return key_test(own, lambda start, stop: defense.score_many(ctx, suspect, nulls[start:stop], floor=own), len(nulls))

@@ -1,0 +1,147 @@
+"""Key-randomization tests have the error rate they state: on exchangeable null scores p ≤ α happens with
+probability at most α (and, with continuous scores, about α), sequential stopping included; a level finer than
+the null resolves is refused; null keys are drawn by the defense's own procedure, lazily, under the same
+constraint as a pirate's secret."""
+import dataclasses
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench.cache import ArtifactCache
+from bench.config import get_profile
+from bench.context import Context, derive_seed
+from bench.nulls import check_alpha, key_randomization, key_test, smallest_p
+from bench.protocols import DefenseBase, Key, Verification, WmbenchError
+
+TRIALS = 4000
+
+
+def rejection_rate(alpha: float, draw, null_size: int = 99, stop_after: int = 10) -> float:
+    """How often p ≤ alpha over TRIALS tests whose key and null scores `draw(rng)` returns (key first)."""
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(TRIALS):
+        scores = draw(rng, null_size + 1)
+        test = key_test(float(scores[0]), lambda a, b: scores[1 + a : 1 + b], null_size, stop_after)
+        hits += test.p_value <= alpha
+    return hits / TRIALS
+
+
+def margin(alpha: float) -> float:
+    return 4 * math.sqrt(alpha * (1 - alpha) / TRIALS)  # binomial error of the rate over TRIALS tests
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+@pytest.mark.parametrize("stop_after", [10, 1000])  # with and without sequential stopping
+def test_the_p_value_is_exact_on_exchangeable_continuous_scores(alpha, stop_after):
+    rate = rejection_rate(alpha, lambda rng, n: rng.normal(size=n), stop_after=stop_after)
+    assert abs(rate - alpha) <= margin(alpha)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_ties_count_against_the_key_so_discrete_scores_stay_valid(alpha):
+    # a statistic with few values (an accuracy on few images): many ties, never more than α rejections
+    rate = rejection_rate(alpha, lambda rng, n: rng.integers(0, 4, size=n).astype(float))
+    assert rate <= alpha + margin(alpha)
+    assert rejection_rate(alpha, lambda rng, n: np.zeros(n)) == 0  # all tied: never detected
+
+
+def test_a_key_above_every_null_gets_the_smallest_p_and_a_key_below_stops_early():
+    top = key_test(10.0, lambda a, b: [0.0] * (b - a), 99)
+    assert top.p_value == pytest.approx(smallest_p(99)) == pytest.approx(0.01) and top.smallest
+    scored = []
+    low = key_test(-10.0, lambda a, b: scored.append((a, b)) or [0.0] * (b - a), 99)
+    assert low.p_value == 1.0 and low.scored == 10 and scored == [(0, 20)]  # stopped at the 10th null above it
+    assert not low.smallest
+
+
+def test_a_level_finer_than_the_null_resolves_is_refused_in_one_line():
+    check_alpha(0.01, 99)
+    check_alpha(0.05, 19)
+    with pytest.raises(WmbenchError, match=r"--alpha 0.005 is finer than the null resolves: 99 null keys"):
+        check_alpha(0.005, 99)
+    with pytest.raises(WmbenchError, match="finer than the null resolves"):
+        check_alpha(0.01, 19)
+
+
+def test_the_cli_refuses_an_alpha_the_profile_cannot_resolve(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--profile", "smoke", "--alpha", "0.01",
+                           "--defenses", "null_embedding", "--attacks", "none", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "finer than the null resolves: 19 null keys" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+class Vector(nn.Module):
+    """A toy suspect: one vector."""
+
+    def __init__(self, v: torch.Tensor):
+        super().__init__()
+        self.v = nn.Parameter(v)
+
+
+class ToyScheme(DefenseBase):
+    """A synthetic scheme: a key is a random unit vector and a label in 0–3 (both from its secret); a model is
+    marked with a key when its vector is the key's; the statistic is their dot product."""
+
+    name = "toy"
+    model_kind = "classifier"
+    version = "1"
+    cache_null_keys = False
+
+    def make_key(self, ctx, secret, model=None):
+        rng = np.random.default_rng(derive_seed(self.name, secret))
+        v = torch.tensor(rng.normal(size=16), dtype=torch.float32)
+        return Key(self.name, secret, {"label": int(rng.integers(0, 4))}, {"v": v / v.norm()})
+
+    def watermark(self, ctx, key):
+        return Vector(key.tensors["v"].clone())
+
+    def verify(self, ctx, suspect, key):
+        s = float(suspect.v.detach() @ key.tensors["v"])
+        return Verification(s > 0.9, s, 0.9, float("nan"))
+
+    def rewatermark(self, ctx, model, key, budget):
+        return self.watermark(ctx, key)
+
+    @staticmethod
+    def keys_collide(owner, pirate):
+        return owner.params["label"] == pirate.params["label"]
+
+
+def toy_context(tmp_path) -> Context:
+    profile = dataclasses.replace(get_profile("smoke"), null_keys=99)
+    return Context(None, profile, 0, "classifier", torch.device("cpu"), ArtifactCache(tmp_path))
+
+
+def test_null_keys_make_the_owners_key_exchangeable_on_models_it_did_not_mark(tmp_path):
+    ctx, scheme = toy_context(tmp_path), ToyScheme()
+    innocent = Vector(torch.nn.functional.normalize(torch.randn(16, generator=torch.Generator().manual_seed(0)), dim=0))
+    p_values = []
+    for secret in range(400):
+        key = scheme.make_key(ctx, secret)
+        p_values.append(key_randomization(scheme, ctx, innocent, key, ctx.null_keys(scheme, key, innocent)).p_value)
+    assert abs(np.mean(np.array(p_values) <= 0.1) - 0.1) <= 4 * math.sqrt(0.1 * 0.9 / 400)
+    key = scheme.make_key(ctx, 7)
+    marked = scheme.watermark(ctx, key)
+    test = key_randomization(scheme, ctx, marked, key, ctx.null_keys(scheme, key, marked))
+    assert test.p_value == pytest.approx(0.01) and test.smallest
+
+
+def test_a_pirates_null_keys_obey_the_constraint_on_its_secret_and_the_owners_do_not(tmp_path):
+    ctx, scheme = toy_context(tmp_path), ToyScheme()
+    owner = scheme.make_key(ctx, 1)
+    model = Vector(torch.zeros(16))
+    pirate_nulls = list(ctx.null_keys(scheme, scheme.make_key(ctx, 2), model, avoid=owner))
+    owner_nulls = list(ctx.null_keys(scheme, owner, model))
+    assert len(pirate_nulls) == len(owner_nulls) == 99
+    assert not any(ToyScheme.keys_collide(owner, k) for k in pirate_nulls)
+    assert sum(ToyScheme.keys_collide(owner, k) for k in owner_nulls) > 10  # about a quarter share its label
+    assert [k.secret for k in ctx.null_keys(scheme, owner, model)] == [k.secret for k in owner_nulls]  # a fixed order
