@@ -122,7 +122,8 @@ class Workbench:
         self.profile = cfg.resolved_profile()
         self.device = resolve_device(cfg.device)
         self.autocast_dtype = training_dtype(self.profile, self.device)
-        self.data = load_dataset(self.profile.dataset, self.profile.image_size, self.profile.train_limit).to(self.device)
+        data = load_dataset(self.profile.dataset, self.profile.image_size, self.profile.train_limit)
+        self.data = data.with_attacker_share(self.profile.attacker_data_share).to(self.device)
         root = cfg.cache or default_cache_dir()  # models trained with pinned kernels are kept apart
         self.cache = ArtifactCache(root / f"portable-{PINNED_ISA.lower()}" if cfg.portable else root)
 
@@ -369,6 +370,7 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
     db.set_meta("methods", {part: {**methods[part], **described[part]} for part in ("defenses", "attacks")})
     db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "strengths": cfg.strengths,
                            "seeds": cfg.n_seeds, "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data,
+                           "attacker_share": cfg.attacker_share,
                            "fpr_target": cfg.fpr_target, "max_utility_drop": cfg.max_utility_drop})
     finished = db.done()
     for cell, reason in plan.outside.items():

@@ -19,9 +19,9 @@ def test_plan_expands_compatible_pairs(run_config):
     assert len(plan.cells) == 2 * (1 + 5)
     assert CellId("null_embedding", "pruning", "0.9", 1) in plan.cells
     assert not plan.outside
-    # the innocent pool: 20 classifiers, every other one on the attacker's split (data the owner never used)
+    # the innocent pool: 20 classifiers, every other one on the independent split (data the owner never used)
     assert len(plan.innocents) == 20
-    assert sum(c.split == "attacker" for _, c in plan.innocents) >= 20 / 3
+    assert sum(c.split == "independent" for _, c in plan.innocents) >= 20 / 3
 
 
 def test_innocent_models_differ_from_each_other_and_from_the_owners(tmp_path):

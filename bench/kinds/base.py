@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Clean:
-    """A clean model of a kind: trained by the owner's recipe with `seed` on one split of the data (`owner`,
-    or `attacker`: data the owner never used), or a pretrained `checkpoint` (`open_clip:<model>:<pretrained>`)."""
+    """A clean model of a kind: trained by the owner's recipe with `seed` on one split of the data (`owner`;
+    `independent`: data the owner never used; `attacker`: the attacker's share of it), or a pretrained
+    `checkpoint` (`open_clip:<model>:<pretrained>`)."""
 
     seed: int
     split: str = "owner"
@@ -37,8 +38,8 @@ class KindBase:
 
     def innocents(self, profile: Any) -> list[Clean]:
         """The innocent models every owner key of this kind is checked against: `n_innocent` independently
-        trained clean models, every other one on the attacker's split (data the owner never used)."""
-        return [Clean(10_000 + i, "attacker" if i % 2 else "owner") for i in range(profile.n_innocent)]
+        trained clean models, every other one on the whole independent split (data the owner never used)."""
+        return [Clean(10_000 + i, "independent" if i % 2 else "owner") for i in range(profile.n_innocent)]
 
     def innocent_gap(self, profile: Any) -> str:
         """Why this kind has no innocent models in `profile`."""
