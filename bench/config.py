@@ -43,18 +43,21 @@ class Profile:
     # owner's training-set size, a stratified subset of the independent split (one of ATTACKER_SHARES). A thief
     # holding half the owner's data trains a model nearly as good as the marked one itself (docs/methods.md).
     attacker_data_share: float = 0.10
+    scratch_seeds: int = 3  # the attacker's own models: the owner's recipe from scratch on the attacker's data
 
     # Fields that only attacks and the runner's bookkeeping read. They are left out of the cache descriptors
     # of clean, keyed and watermarked models (`describe(for_models=True)`), so changing an attack budget
     # retrains none of those; a defense's make_key/watermark must not read them.
     ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_epochs", "cleanse_rounds", "n_innocent",
                                               "n_wrong_keys", "vlp_innocents", "clean_control_seeds",
-                                              "attacker_data_share")
+                                              "attacker_data_share", "scratch_seeds")
     # Fields of the run rather than of any model or attack (the run records its seeds in its config).
     RUN_ONLY: ClassVar[tuple[str, ...]] = ("seeds",)
 
     def __post_init__(self) -> None:
         check_attacker_share(self.attacker_data_share, f"profile '{self.name}': attacker_data_share")
+        if not isinstance(self.scratch_seeds, int) or self.scratch_seeds < 0:
+            raise WmbenchError(f"profile '{self.name}': scratch_seeds must be a whole number ≥ 0, got {self.scratch_seeds!r}")
 
     def describe(self, *, for_models: bool = False) -> dict[str, Any]:
         skip = self.RUN_ONLY + (self.ATTACK_ONLY if for_models else ())

@@ -26,7 +26,7 @@ def test_plan_expands_compatible_pairs(run_config):
 
 def test_innocent_models_differ_from_each_other_and_from_the_owners(tmp_path):
     """What the pool is for: models whose weights differ from one another's and from every owner's clean
-    model (smoke budgets: 4 innocents, 2 owners)."""
+    model, and from the attacker's own (smoke budgets: 4 innocents, 2 owners, 3 of the attacker's)."""
     from bench.cache import weights_digest
     from bench.config import RunConfig
     from bench.runner import workbench
@@ -35,7 +35,7 @@ def test_innocent_models_differ_from_each_other_and_from_the_owners(tmp_path):
                     cache=tmp_path / "cache", device="cpu", workers=1)
     plan = make_plan(cfg)
     digests = {weights_digest(workbench(cfg).context(kind, 0).clean_model(clean)) for kind, clean in plan.bases}
-    assert (len(plan.owners), len(plan.innocents)) == (2, 4) and len(digests) == 6
+    assert (len(plan.owners), len(plan.innocents), len(plan.scratch)) == (2, 4, 3) and len(digests) == 9
 
 
 def test_unknown_names_are_errors(run_config):

@@ -41,6 +41,11 @@ class KindBase:
         trained clean models, every other one on the whole independent split (data the owner never used)."""
         return [Clean(10_000 + i, "independent" if i % 2 else "owner") for i in range(profile.n_innocent)]
 
+    def scratch(self, profile: Any) -> list[Clean]:
+        """The attacker's own models, the baseline a theft must beat: the owner's recipe trained from scratch on
+        the attacker's data (`attacker_data_share` of the owner's size) with `scratch_seeds` seeds of its own."""
+        return [Clean(20_000 + i, "attacker") for i in range(profile.scratch_seeds)]
+
     def innocent_gap(self, profile: Any) -> str:
         """Why this kind has no innocent models in `profile`."""
         return "n_innocent = 0"
