@@ -26,6 +26,8 @@ def reproduce_command(config: dict) -> str:
             parts.append(f"--{name} {','.join(config[name])}")
     parts += [f"--seeds {config.get('seeds')}", f"--profile {config.get('profile', 'default')}"]
     parts += [f"--{name} {config[name]}" for name in ("vlp", "data") if config.get(name)]
+    if config.get("attacker_share") is not None:
+        parts.append(f"--attacker-share {config['attacker_share']:g}")
     return " ".join(parts)
 
 
@@ -38,7 +40,7 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
 - `verification_rate`: fraction of attacked models on which the owner's key verifies at the method's own
   (paper) `threshold`. `false_positive_rate`: the same verdict on innocent **units**, each counted once:
   `n_innocent_models` distinct clean models of the kind (independently trained by the owner's recipe, every
-  other one on the attacker's split, data the owner never used; a model checked with every seed's owner
+  other one on the whole independent split, data the owner never used; a model checked with every seed's owner
   key counts as one unit, flagged if any check flags it), `n_wrong_keys` distinct other users' keys on the
   marked model, and `n_attacked_clean` clean models put through the same attack (the owner's clean
   models of the profile's first `clean_control_seeds` seeds). The interval is over
@@ -55,11 +57,17 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
   attacked model is *not* detected at the calibrated threshold **and** keeps its utility
   (`utility_attacked ≥ utility_marked − {drop}`), in a seed whose unattacked marked model *is* detected (an
   attack cannot remove a mark that was not there), at the calibrated threshold `threshold_calibrated`;
-  `seeds_removed` counts those seeds. Verdicts are called only where the 95 % Wilson interval of the seeds
-  lies wholly above or below ½ (at 10 seeds: 9 or 10 of 10 decide yes, 0 or 1 decide no; at 5 seeds only
-  5/5 and 0/5; at 3 seeds nothing), otherwise they read `undecided (k/n)`. `removal_verdict`: `removed`,
-  `kept` or `undecided (k/n)`; `attack_succeeded`: `yes`, or why not (`no: mark kept`, `no: utility lost`,
-  `no: mark not detected before the attack`), or `undecided (k/n)`. The `none` row is no attack:
+  `seeds_removed` counts those seeds. A removal is a theft (`theft_rate`, `seeds_stolen`) when the attacked
+  model's utility also beats `attacker_scratch_utility`, the mean utility of the attacker's own models (the
+  owner's recipe trained from scratch on the attacker's data, `attacker_data_share` of the owner's
+  training-set size): a thief who gets no more than that gained nothing by stealing. Verdicts are called
+  only where the 95 % Wilson interval of the seeds lies wholly above or below ½ (at 10 seeds: 9 or 10 of 10
+  decide yes, 0 or 1 decide no; at 5 seeds only 5/5 and 0/5; at 3 seeds nothing), otherwise they read
+  `undecided (k/n)`. `removal_verdict`: `removed` (a theft), `removed, no better than its own model`,
+  `removed, undecided (k/n) whether better than its own model`, `kept` or `undecided (k/n)`;
+  `attack_succeeded`, the theft's verdict: `yes`, or why not (`no: mark kept`, `no: utility lost`,
+  `no: no better than its own model`, `no: mark not detected before the attack`), or `undecided (k/n)` (k
+  seeds stolen). The `none` row is no attack:
   `attack_succeeded` says `no attack` and its removal columns are empty; `seeds_detected_calibrated` counts
   the seeds whose model is detected at the calibrated threshold. Rows whose `status` is `n/a` lie outside the
   threat model (what the attack needs, the defense's thief cannot reach) and are not run.
@@ -121,7 +129,8 @@ def load_table(out: Path, profile: str = "default", fpr_target: float | None = N
     config = db.meta("config", {})
     fpr_target = run_fpr_target(config) if fpr_target is None else fpr_target
     drop, methods = utility_drop(config), stored_methods(db)
-    return Loaded(leaderboard(db.cells(), db.prepared(), fpr_target, drop, methods), db, config, fpr_target,
+    share = attacker_data_share(db.meta(f"profile:{profile}"))
+    return Loaded(leaderboard(db.cells(), db.prepared(), fpr_target, drop, methods, share), db, config, fpr_target,
                   drop, methods)
 
 
@@ -147,9 +156,9 @@ def write_leaderboard(out: Path, profile: str = "default", fpr_target: float | N
 
 
 def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """Defense × attack, one cell each: the attacker's best setting of that attack (highest `removal_rate`,
-    then lowest calibrated detection, then highest utility after) with its outcome; `n/a` outside the
-    threat model."""
+    """Defense × attack, one cell each: the attacker's best setting of that attack (highest `theft_rate`, then
+    `removal_rate`, then lowest calibrated detection, then highest utility after) with its outcome; `n/a`
+    outside the threat model."""
     cells: dict[str, dict[str, str]] = defaultdict(dict)
     for (defense, attack), group in table.groupby(["defense", "attack"], sort=True):
         if group["status"].str.startswith("n/a").all():
@@ -159,8 +168,9 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
         if group.empty:  # every cell of the pair failed
             cells[defense][attack] = "failed"
             continue
-        best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["verification_rate_calibrated"].fillna(1))
-        best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+        best = group.assign(_t=group["theft_rate"].fillna(-1), _r=group["removal_rate"].fillna(-1),
+                            _d=-group["verification_rate_calibrated"].fillna(1))
+        best = best.sort_values(["_t", "_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
         outcome = summary_outcome(best)
         cells[defense][attack] = (f"{outcome} ({best['strength']}: detected {best['verification_rate_calibrated']:.2f}, "
                                   f"utility {best['utility_attacked']:.2f})")
@@ -175,6 +185,8 @@ def summary_outcome(best: pd.Series) -> str:
         verified = owner_verified(best)
         return ("verified" if verified else "not verified" if verified is False
                 else undecided(best["seeds_detected_calibrated"], best["n_seeds"]))
+    if str(best["removal_verdict"]).startswith("removed, "):  # removed, but the theft did not (surely) pay
+        return str(best["removal_verdict"])
     if verdict.startswith(UNSURE_MARK):
         return "undecided before " + verdict[len(UNSURE_MARK):].strip().removeprefix("undecided ")
     if verdict.startswith("undecided"):
@@ -195,29 +207,44 @@ def utility_drop(config: dict) -> float:
     return float(config.get("max_utility_drop", 0.05))
 
 
+def attacker_data_share(profile: dict | None) -> float:
+    """The run's attacker data share, from its stored profile (runs before it was recorded attacked with the
+    whole independent split: 0.50; no stored profile: NaN)."""
+    return float("nan") if not profile else float(profile.get("attacker_data_share", 0.5))
+
+
 def worst_case(table: pd.DataFrame) -> pd.DataFrame:
     """Per defense, its worst case over every attack, as RobustBench reports robustness against its strongest
-    attack: among the settings that remove the mark with utility kept (as the seeds decide), the one that
-    leaves the thief the most utility; else the setting closest to a removal (most seeds removed) and
-    whether any is undecided; then the outcome per attack family (the family's best setting for the thief)."""
+    attack: among the settings that steal the model (the mark removed with utility kept, above the
+    attacker's own model's, as the seeds decide), the one that leaves the thief the most utility; else a
+    removal the seeds decide that does not (surely) pay, the one leaving the most utility; else the setting
+    closest to a theft (most seeds stolen, then removed) and whether any is undecided; then the outcome per
+    attack family (the family's best setting for the thief)."""
     out = []
     ran = table[(table["n_seeds"] > 0) & (table["attack"] != "none")]
     for defense, rows in ran.groupby("defense", sort=True):
         if rows["attack_succeeded"].astype(str).str.startswith("n/a (control").all():
             continue
-        removed = rows[rows["removal_verdict"] == "removed"]
+        verdicts = rows["removal_verdict"].astype(str)
+        removed, unpaid = rows[verdicts == "removed"], rows[verdicts.str.startswith("removed, ")]
         if not removed.empty:
             best = removed.sort_values("utility_attacked", ascending=False, kind="stable").iloc[0]
             worst = f"removed by {best['attack']} {best['strength']} (utility {best['utility_attacked']:.2f})"
+        elif not unpaid.empty:
+            best = unpaid.sort_values("utility_attacked", ascending=False, kind="stable").iloc[0]
+            worst = (f"no theft pays as the seeds decide; removed by {best['attack']} {best['strength']} (utility "
+                     f"{best['utility_attacked']:.2f}, its own model {best['attacker_scratch_utility']:.2f}): "
+                     f"{best['removal_verdict'].removeprefix('removed, ')}")
         else:
-            best = rows.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+            best = rows.sort_values(["theft_rate", "removal_rate", "utility_attacked"], ascending=False,
+                                    kind="stable").iloc[0]
             unsure = rows["removal_verdict"].astype(str).str.startswith("undecided").sum()
             worst = (f"no attack removes it as the seeds decide; closest {best['attack']} {best['strength']} "
                      f"({summary_outcome(best)})" + (f"; {unsure} settings undecided" if unsure else ""))
         families = {}
         for family, group in rows.groupby("family", sort=True):
-            top = group.assign(_r=group["removal_rate"].fillna(-1)).sort_values(
-                ["_r", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+            top = group.assign(_t=group["theft_rate"].fillna(-1), _r=group["removal_rate"].fillna(-1)).sort_values(
+                ["_t", "_r", "utility_attacked"], ascending=False, kind="stable").iloc[0]
             families[family or "other"] = f"{summary_outcome(top)} ({top['attack']} {top['strength']})"
         out.append({"defense": defense, "worst case": worst, **families})
     return pd.DataFrame(out).fillna("")
@@ -231,8 +258,9 @@ def summary_markdown(table: pd.DataFrame, drop: float) -> str:
     worst = worst_case(table)
     head = ""
     if not worst.empty:
-        head = ("Worst case per defense (the strongest attack tried: a removal the seeds decide, with utility "
-                "kept, leaving the thief the most utility), then the outcome per attack family:\n\n"
+        head = ("Worst case per defense (the strongest attack tried: a theft the seeds decide — the mark removed "
+                "with utility kept and above the attacker's own model's — leaving the thief the most utility), "
+                "then the outcome per attack family:\n\n"
                 + tabulate(worst, headers="keys", tablefmt="github", showindex=False) + "\n\n")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
     return f"{head}{summary_legend(drop)}\n\n{body}\n"
@@ -242,11 +270,14 @@ def summary_legend(drop: float) -> str:
     """How to read a cell of the summary matrix."""
     return ("Each cell: the attacker's best setting of that attack and its outcome over the seeds, called only "
             "where the 95 % Wilson interval of the seeds lies wholly above or below ½ — `removed` (the mark is "
-            f"not detected at the calibrated threshold and utility falls by at most {drop:g}), `kept` (the mark "
-            "is still detected), `utility lost` (the mark went, but so did the utility), `not verified before` "
-            "(the owner's own unattacked model is not detected: there is no mark to remove, no verdict); "
-            "otherwise `undecided (k/n)`: removed in k of n seeds (`undecided before (k/n)`: the owner's "
-            "unattacked model detected in k of n). `detected` is the calibrated detection rate, `utility` the "
+            f"not detected at the calibrated threshold, utility falls by at most {drop:g} and beats the attacker's "
+            "own model, the owner's recipe trained from scratch on the attacker's data: a theft that pays), "
+            "`removed, no better than its own model` (the mark went with utility kept, but the thief gets no more "
+            "than from training its own model; `removed, undecided (k/n) whether better than its own model`: "
+            "better in k of n seeds), `kept` (the mark is still detected), `utility lost` (the mark went, but so "
+            "did the utility), `not verified before` (the owner's own unattacked model is not detected: there is "
+            "no mark to remove, no verdict); otherwise `undecided (k/n)`: stolen in k of n seeds (`undecided "
+            "before (k/n)`: the owner's unattacked model detected in k of n). `detected` is the calibrated detection rate, `utility` the "
             "utility after the attack. `n/a`: outside the threat model. `control`: the unwatermarked control. "
             "Column `none`: whether the owner's key verifies on its own unattacked model at the calibrated "
             "threshold (`undecided (k/n)`: in k of n seeds).")
@@ -292,7 +323,20 @@ def setting_line(profile: dict | None) -> str:
             f"{profile['classifier_epochs']}, SimCLR encoder {profile['encoder_epochs']}, CLIP {profile['clip_epochs']}, "
             f"watermark embedding {profile['embed_epochs']}, attacker's training {profile['attack_epochs']}, "
             f"extraction student {profile['extraction_epochs']}; Neural Cleanse ≤ {profile['cleanse_rounds']} rounds "
-            f"per label; {profile['n_innocent']} innocent models per kind, {profile['n_wrong_keys']} wrong keys.")
+            f"per label; {profile['n_innocent']} innocent models per kind, {profile['n_wrong_keys']} wrong keys. "
+            + attacker_line(profile))
+
+
+def attacker_line(profile: dict) -> str:
+    """What the attacker holds and what a theft must beat (the split rule, bench/data.py)."""
+    share = attacker_data_share(profile)
+    held = ("the whole independent split" if share >= 0.5 else
+            f"{100 * share:g} % of the owner's training-set size, a stratified subset (split seed) of the independent split")
+    own = (f"{profile['scratch_seeds']} seeds of the owner's recipe trained from scratch on its data"
+           if "scratch_seeds" in profile else "none recorded, so every removal counts")
+    return (f"Attacker's data (`attacker_data_share` {share:.2f}): {held} — the independent split is data the owner "
+            f"never used, on all of which the innocent models train and from which piracy's `12@P%` draws its own "
+            f"P %; a theft must beat the attacker's own models ({own}).")
 
 
 def software_line(software: dict | None) -> str:

@@ -43,14 +43,14 @@ def undecided(k: int, n: int) -> str:
 
 COLUMNS = [
     "defense", "model_kind", "attack", "family", "strength", "strength_rank", "status", "n_seeds", "utility_clean", "utility_clean_std", "utility_marked",
-    "utility_marked_std", "utility_attacked", "utility_attacked_std",
+    "utility_marked_std", "utility_attacked", "utility_attacked_std", "attacker_data_share", "attacker_scratch_utility",
     "verification_rate", "verification_ci_low", "verification_ci_high", "auc",
     "verification_rate_calibrated", "threshold_calibrated",
     "false_positive_rate", "fpr_ci_low", "fpr_ci_high", "false_positive_rate_calibrated",
     "n_innocent_models", "n_wrong_keys", "n_attacked_clean", "fpr_note",
-    "removal_rate", "attack_succeeded", "removal_verdict", "threshold", "p_value_median",
+    "removal_rate", "theft_rate", "attack_succeeded", "removal_verdict", "threshold", "p_value_median",
     "identification_rate", "pirate_verification_rate", "pirate_clean_verification_rate", "ambiguity_rate",
-    "seeds_detected_calibrated", "seeds_removed", "seeds_identified", "seeds_pirate_verified", "seeds_inactive",
+    "seeds_detected_calibrated", "seeds_removed", "seeds_stolen", "seeds_identified", "seeds_pirate_verified", "seeds_inactive",
     "attack_report", "seconds",
 ]
 
@@ -144,10 +144,12 @@ def innocent_pool(prepared: list[Prepared]) -> list[Unit]:
 
 
 def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepared], fpr_target: float,
-                max_utility_drop: float = 0.05, methods: dict | None = None) -> pd.DataFrame:
+                max_utility_drop: float = 0.05, methods: dict | None = None,
+                attacker_data_share: float = float("nan")) -> pd.DataFrame:
     """One row per (defense, attack, strength), aggregated over seeds; false positives over distinct units.
     `methods` (`registry.describe_methods`, as the run stored it) says each defense's kind and control flag
-    and each attack's order of strengths; the table depends on nothing else."""
+    and each attack's order of strengths; `attacker_data_share` is the run's (its profile's), shown in every
+    row; the table depends on nothing else."""
     methods = methods or {"defenses": {}, "attacks": {}}
     by_row: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
     for c in cells:
@@ -200,6 +202,9 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "utility_marked_std": _std(p.utility_marked for p in preps),
             "utility_attacked": _mean(attacked),
             "utility_attacked_std": _std(attacked),
+            "attacker_data_share": attacker_data_share,
+            "attacker_scratch_utility": _mean(p.attacker_scratch_utility for p in preps
+                                              if p.attacker_scratch_utility is not None),
             "verification_rate": k / n if n else float("nan"),
             "verification_ci_low": wilson(k, n)[0], "verification_ci_high": wilson(k, n)[1],
             "auc": auc(scores, [u.score for u in pool] + [u.score for u in matched]),
@@ -222,11 +227,15 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "seconds": _mean(r.seconds for r in results),
         })
         if calibration is not None and pool:
-            utility_kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
-                            for r in ok if (defense, r.cell.seed) in prepared]
+            seeded = [(r, prepared[(defense, r.cell.seed)]) for r in ok if (defense, r.cell.seed) in prepared]
+            utility_kept = [r.utility_attacked >= p.utility_marked - max_utility_drop for r, p in seeded]
+            # a seed without the attacker's own models' utility (a run before it was recorded, a pretrained VLP
+            # source) has nothing to beat; with none in any seed, every removal counts as a theft
+            beats_own = ([p.attacker_scratch_utility is None or r.utility_attacked > p.attacker_scratch_utility
+                          for r, p in seeded] if any(p.attacker_scratch_utility is not None for _, p in seeded) else None)
             before = [unattacked.get((defense, r.cell.seed), float("nan")) for r in ok]
             threshold = float(np.mean(calibration.thresholds))
-            row.update(removal(threshold, scores, utility_kept, before) if attack != "none" else NO_ATTACK)
+            row.update(removal(threshold, scores, utility_kept, before, beats_own) if attack != "none" else NO_ATTACK)
             row.update({
                 "seeds_detected_calibrated": sum(s > threshold for s in scores),
                 "threshold_calibrated": threshold,
@@ -243,48 +252,63 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
         if ok and all(inactive) and attack != "none":
             row.update({"attack_succeeded": f"no: {inactive[0]}", "removal_verdict": "kept"})
         if defense_meta.get("control", False):
-            row.update({"removal_rate": float("nan"), "attack_succeeded": "n/a (control: no mark)",
-                        "removal_verdict": "", "seeds_removed": None})
+            row.update({"removal_rate": float("nan"), "theft_rate": float("nan"),
+                        "attack_succeeded": "n/a (control: no mark)", "removal_verdict": "", "seeds_removed": None,
+                        "seeds_stolen": None})
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-NO_ATTACK = {"removal_rate": float("nan"), "attack_succeeded": "no attack", "removal_verdict": "",
-             "seeds_removed": None}
+NO_ATTACK = {"removal_rate": float("nan"), "theft_rate": float("nan"), "attack_succeeded": "no attack",
+             "removal_verdict": "", "seeds_removed": None, "seeds_stolen": None}
 
 
 NO_MARK = "no: mark not detected before the attack"
 UNSURE_MARK = "no: mark detected before the attack only in"  # followed by `undecided (k/n)`
+NOT_BETTER = "no better than its own model"  # a removal that leaves the thief no more than training its own
 
 
-def removal(threshold: float, scores: list[float], utility_kept: list[bool], before: list[float]) -> dict:
+def removal(threshold: float, scores: list[float], utility_kept: list[bool], before: list[float],
+            beats_own: list[bool] | None = None) -> dict:
     """The removal literature's rule of attack success, per seed: the attacked model is not detected at the
     calibrated `threshold` *and* keeps its utility — in a seed whose unattacked marked model was detected
     (score `before`; NaN where the run has no record of it: not detected), since an attack cannot remove
-    a mark that was not there. The verdict over the seeds is called only where the 95 % Wilson interval of
-    the seeds' removals decides (`bench.scoring.decide`), otherwise it reads `undecided (k/n)`; a decided
-    "no" says why: no mark before the attack, the mark kept, or the utility lost."""
+    a mark that was not there. A removal is a **theft** when it also pays: the attacked model's utility beats
+    the attacker's own model, trained from scratch on its own data (`beats_own`; None: no baseline, every
+    removal is a theft). The verdict over the seeds (`attack_succeeded`) is the theft's, called only where
+    the 95 % Wilson interval of the seeds decides (`bench.scoring.decide`), otherwise `undecided (k/n)` with
+    k the seeds stolen; a decided "no" says why: no mark before the attack, the mark kept, the utility lost,
+    or no better than its own model. `removal_verdict` reads the removal alone and says, where the seeds
+    decide a removal, whether it paid: `removed`, `removed, no better than its own model`, or `removed,
+    undecided (k/n) whether better than its own model`."""
     if not scores:
         return {}
     n = len(scores)
     present = [b > threshold for b in before]
     gone = [p and s <= threshold for p, s in zip(present, scores)]
-    removed = sum(g and kept for g, kept in zip(gone, utility_kept))
-    called, had_mark = decide(removed, n), decide(sum(present), n)
+    removed_in = [g and kept for g, kept in zip(gone, utility_kept)]
+    removed = sum(removed_in)
+    stolen = removed if beats_own is None else sum(r and b for r, b in zip(removed_in, beats_own))
+    was_removed, called, had_mark = decide(removed, n), decide(stolen, n), decide(sum(present), n)
     if called:
-        verdict, decided = "yes", "removed"
+        verdict = "yes"
     elif called is None:
-        verdict = decided = undecided(removed, n)
+        verdict = undecided(stolen, n)
+    elif was_removed is not False:  # the mark went, with utility kept, in enough seeds; the thief gained nothing
+        verdict = f"no: {NOT_BETTER}"
+    elif had_mark is False:
+        verdict = NO_MARK
+    elif had_mark is None:
+        verdict = f"{UNSURE_MARK} {undecided(sum(present), n)}"
     else:
-        decided = "kept"
-        if had_mark is False:
-            verdict = NO_MARK
-        elif had_mark is None:
-            verdict = f"{UNSURE_MARK} {undecided(sum(present), n)}"
-        else:
-            verdict = "no: utility lost" if 2 * sum(gone) > sum(present) else "no: mark kept"
-    return {"removal_rate": removed / n, "attack_succeeded": verdict, "removal_verdict": decided,
-            "seeds_removed": removed}
+        verdict = "no: utility lost" if 2 * sum(gone) > sum(present) else "no: mark kept"
+    if was_removed:
+        decided = ("removed" if called else f"removed, {NOT_BETTER}" if called is False
+                   else f"removed, {undecided(stolen, n)} whether better than its own model")
+    else:
+        decided = undecided(removed, n) if was_removed is None else "kept"
+    return {"removal_rate": removed / n, "theft_rate": stolen / n, "attack_succeeded": verdict,
+            "removal_verdict": decided, "seeds_removed": removed, "seeds_stolen": stolen}
 
 
 def _rate(checks: list[Check]) -> tuple[int, int]:
