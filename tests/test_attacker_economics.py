@@ -214,9 +214,13 @@ def test_the_summary_and_the_worst_case_tell_the_two_readings_apart():
     assert worst_case(futile).iloc[0]["worst case"] == (
         "no theft pays as the seeds decide; removed by fine_tuning all_layers (utility 0.88, its own model 0.89): "
         "no better than its own model")
+    from bench.site import outcome
+
+    assert outcome(summary_matrix(futile).iloc[0]["fine_tuning"]) == "unpaid"  # the site's colour: not a theft
     stolen = table(own=0.80)
     assert summary_matrix(stolen).iloc[0]["fine_tuning"].startswith("removed (all_layers")
     assert worst_case(stolen).iloc[0]["worst case"] == "removed by fine_tuning all_layers (utility 0.88)"
+    assert outcome(summary_matrix(stolen).iloc[0]["fine_tuning"]) == "removed"
 
 
 # --- the claims use the strict reading ----------------------------------------------------------------------
