@@ -57,7 +57,8 @@ class Profile:
     def __post_init__(self) -> None:
         check_attacker_share(self.attacker_data_share, f"profile '{self.name}': attacker_data_share")
         if not isinstance(self.scratch_seeds, int) or self.scratch_seeds < 0:
-            raise WmbenchError(f"profile '{self.name}': scratch_seeds must be a whole number ≥ 0, got {self.scratch_seeds!r}")
+            raise WmbenchError(f"profile '{self.name}': scratch_seeds must be a whole number ≥ 0, "
+                               f"got {self.scratch_seeds!r}")
 
     def describe(self, *, for_models: bool = False) -> dict[str, Any]:
         skip = self.RUN_ONLY + (self.ATTACK_ONLY if for_models else ())

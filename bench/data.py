@@ -127,7 +127,7 @@ def split_three_ways(x: torch.Tensor, y: torch.Tensor) -> tuple[Split, Split, Sp
     independent, test = train_test_split(
         rest, train_size=independent_share, stratify=y.numpy()[rest], random_state=SPLIT_SEED
     )
-    return tuple(Split(x[i], y[i]) for i in (torch.as_tensor(owner), torch.as_tensor(independent), torch.as_tensor(test)))
+    return tuple(Split(x[i], y[i]) for i in map(torch.as_tensor, (owner, independent, test)))
 
 
 def split_training_set(x: torch.Tensor, y: torch.Tensor, limit: int = 0) -> tuple[Split, Split]:

@@ -231,8 +231,9 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             utility_kept = [r.utility_attacked >= p.utility_marked - max_utility_drop for r, p in seeded]
             # a seed without the attacker's own models' utility (a run before it was recorded, a pretrained VLP
             # source) has nothing to beat; with none in any seed, every removal counts as a theft
-            beats_own = ([p.attacker_scratch_utility is None or r.utility_attacked > p.attacker_scratch_utility
-                          for r, p in seeded] if any(p.attacker_scratch_utility is not None for _, p in seeded) else None)
+            own = [p.attacker_scratch_utility for _, p in seeded]
+            beats_own = ([b is None or r.utility_attacked > b for (r, _), b in zip(seeded, own)]
+                         if any(b is not None for b in own) else None)
             before = [unattacked.get((defense, r.cell.seed), float("nan")) for r in ok]
             threshold = float(np.mean(calibration.thresholds))
             row.update(removal(threshold, scores, utility_kept, before, beats_own) if attack != "none" else NO_ATTACK)

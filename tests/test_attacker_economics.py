@@ -85,7 +85,8 @@ def test_the_share_retrains_attacks_and_the_attackers_models_but_no_owner_model(
     from bench.registry import get_attack
 
     profiles = {share: dataclasses.replace(get_profile("default"), attacker_data_share=share) for share in (0.1, 0.25)}
-    ctxs = {share: Context(load_digits(16), p, 0, "classifier", torch.device("cpu"), None) for share, p in profiles.items()}
+    ctxs = {share: Context(load_digits(16), p, 0, "classifier", torch.device("cpu"), None)
+            for share, p in profiles.items()}
     low, high = ctxs[0.1], ctxs[0.25]
     assert low.base_descriptor(0) == high.base_descriptor(0)  # clean, and so keyed and marked, models
     assert low.base_descriptor(10_001, "independent") == high.base_descriptor(10_001, "independent")  # innocents
