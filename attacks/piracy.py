@@ -4,12 +4,15 @@
 transform on top for VLPMarker), so that it too can claim ownership. The pirate's key is made against the
 model it holds (the marked one), never against the owner's clean model; its secret is its own (`ctx.pirate`),
 drawn by the harness so that its key never collides with the owner's (for null embedding: the pirate's target
-label is never the owner's, as in the paper's experiments) — the pirate's code never sees the owner's key. Strength = the pirate's budget:
-`E` trains E epochs on all of its own data (the attacker's split, half as many images as the owner's
-training set), `E@P%` trains E epochs on P % of the owner's training-set size drawn from its own data (the
-paper's axis of the pirate's data: 5, 10, 25 %). A transform-based scheme (VLPMarker) needs no training: the pirate, who reaches only
-the service's API, answers its own customers with the service's embeddings times its own orthogonal
-transform; that is one attack, so it has one strength, `own_transform`, and needs only queries."""
+label is never the owner's, as in the paper's experiments) — the pirate's code never sees the owner's key.
+Strength = the pirate's budget: `E` trains E epochs on the attacker's data (`ctx.data.attacker`, the run's
+`attacker_data_share` of the owner's training-set size, as every other attack); `E@P%` names its own share:
+E epochs on P % of the owner's training-set size, drawn (seeded by the cell) from the whole independent split
+(`ctx.data.independent`, data the owner never used), whatever the run's attacker share — so the paper's axis
+of the pirate's data, 5, 10, 25 %, means the same in every run. A transform-based scheme (VLPMarker) needs
+no training: the pirate, who reaches only the service's API, answers its own customers with the service's
+embeddings times its own orthogonal transform; that is one attack, so it has one strength, `own_transform`,
+and needs only queries."""
 from __future__ import annotations
 
 import dataclasses
@@ -59,7 +62,7 @@ class Piracy(AttackBase):
         share = last.partition("@")[2]
         if share:
             n = round(float(share.removesuffix("%")) / 100 * len(ctx.data.owner))
-            own = ctx.data.attacker.sample(n, derive_seed(self.name, last, ctx.seed))
+            own = ctx.data.independent.sample(n, derive_seed(self.name, last, ctx.seed))
             ctx = dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, attacker=own))
         budgets, victim = {s: int(s.partition("@")[0]) for s in strengths}, clone(model)
         with snapshots(victim, budgets.values()) as taken:

@@ -44,7 +44,8 @@ def published_config(folder: Path) -> tuple[dict, str]:
     config = ResultsDB(folder, "default").meta("config")
     if not config or "profile" not in config:
         raise WmbenchError(f"{folder / DB_NAME} records no run configuration; it cannot be reproduced")
-    label = RunConfig(profile=config["profile"], vlp=config.get("vlp"), data=config.get("data"), out=folder).label
+    label = RunConfig(profile=config["profile"], vlp=config.get("vlp"), data=config.get("data"),
+                      attacker_share=config.get("attacker_share"), out=folder).label
     return config, label
 
 
@@ -115,7 +116,8 @@ def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = 
     with tempfile.TemporaryDirectory(prefix="wmbench-reproduce-") as scratch:
         cfg = RunConfig(defenses=sorted({c.cell.defense for c in chosen}), attacks=sorted({c.cell.attack for c in chosen}),
                         seeds=config.get("seeds"), out=Path(scratch) / "run", profile=config["profile"],
-                        vlp=config.get("vlp"), data=config.get("data"), cache=cache or Path(scratch) / "cache",
+                        vlp=config.get("vlp"), data=config.get("data"), attacker_share=config.get("attacker_share"),
+                        cache=cache or Path(scratch) / "cache",
                         device="cpu", workers=workers, portable=portable,
                         alpha=config.get("alpha"),
                         max_utility_drop=config.get("max_utility_drop", 0.05))

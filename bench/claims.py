@@ -101,9 +101,11 @@ def utility_kept(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
 
 @judge("survives")
 def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
-    """Per attack, the attacker's best setting (highest removal rate): holds when no attack removes the mark
-    (with utility kept) in most seeds, fails when every attack does, partly otherwise; not tested when the
-    owner's own unattacked model is not detected in most seeds (no mark to survive)."""
+    """Per attack, the attacker's best setting (highest theft rate, then removal rate): holds when no attack
+    steals the model in most seeds, fails when every attack does, partly otherwise; not tested when the
+    owner's own unattacked model is not detected in most seeds (no mark to survive). The strict reading: a
+    theft is a removal (the mark gone, utility kept) that beats the attacker's own model trained from scratch
+    on its data (`seeds_stolen`); a removal that leaves the thief no better off fails no claim."""
     prefixes = tuple(f"{a}{registry.STRENGTH_SEPARATOR}" for a in claim.attacks)
     picked = _ran(rows[rows["attack"].isin(claim.attacks) | rows["attack"].str.startswith(prefixes)])
     if picked.empty:
@@ -123,9 +125,14 @@ def survives(rows: pd.DataFrame, claim: Claim, drop: float) -> Judgement:
                          "not tested (the attacks left the model unchanged)")
     parts, removed_by, unsure = [], [], []
     for attack, group in picked.groupby("attack", sort=True):
-        best = group.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]
-        k, n_seeds = int(best["seeds_removed"]), int(best["n_seeds"])
-        parts.append(f"{attack} {best['strength']}: removed in {k}/{n_seeds} seeds, utility {best['utility_attacked']:.2f}")
+        group = group.assign(_t=group["theft_rate"].fillna(group["removal_rate"]))
+        best = group.sort_values(["_t", "removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+        removed, n_seeds = int(best["seeds_removed"]), int(best["n_seeds"])
+        k = removed if pd.isna(best["seeds_stolen"]) else int(best["seeds_stolen"])  # no theft count: every removal
+        own = best["attacker_scratch_utility"]
+        parts.append(f"{attack} {best['strength']}: removed in {removed}/{n_seeds} seeds"
+                     + ("" if pd.isna(own) else f", stolen in {k}/{n_seeds} (its own model {own:.2f})")
+                     + f", utility {best['utility_attacked']:.2f}")
         called = decide(k, n_seeds)
         if called:
             removed_by.append(f"{attack} {best['strength']}")

@@ -57,6 +57,7 @@ def _config(args: argparse.Namespace):
         "strengths": _names(args.strengths) or None, "seeds": args.seeds,
         "out": args.out, "device": args.device, "profile": args.profile, "cache": args.cache,
         "vlp": args.vlp, "data": args.data, "vlp_innocents": _names(args.vlp_innocents) or None,
+        "attacker_share": args.attacker_share,
         "workers": args.workers, "alpha": args.alpha, "max_utility_drop": args.max_utility_drop,
         "portable": args.portable or None,
     }.items() if v is not None}
@@ -208,6 +209,9 @@ def parser() -> argparse.ArgumentParser:
                              "checkpoints, the innocent models (without them the false-positive columns say n/a)")
         sp.add_argument("--data", help="a dataset spec (`wmbench list`): digits (default), fashion_mnist[:<folder>], "
                                              "cifar10[:<root>], folder:<path> (class-per-subfolder images)")
+        sp.add_argument("--attacker-share", dest="attacker_share", type=float,
+                        help="the attacker's data as a fraction of the owner's training-set size: 0.01, 0.05, 0.10, "
+                             "0.25 or 0.50 (the whole independent split); default: the profile's, 0.10")
         sp.add_argument("--cache", type=Path, help="artifact cache folder (default: $WMBENCH_CACHE or user cache)")
         sp.add_argument("--workers", type=int, help="worker processes (default: one per core)")
         sp.add_argument("--alpha", type=float,

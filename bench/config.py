@@ -9,6 +9,10 @@ from typing import Any, ClassVar
 
 from bench.protocols import WmbenchError
 
+# The attacker's data shares a profile or `--attacker-share` may name, as fractions of the owner's training-set
+# size; 0.50 is the whole independent split (bench/data.py: a quarter of the images against the owner's half).
+ATTACKER_SHARES: tuple[float, ...] = (0.01, 0.05, 0.10, 0.25, 0.50)
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -36,18 +40,37 @@ class Profile:
     mixed_precision: bool = False  # train in bfloat16 autocast on CUDA (never on CPU; verification stays float32)
     clean_control_seeds: int = 3  # seeds in which each attack also runs on the clean model (an innocent control)
     seeds: int = 10  # owner seeds per cell when the run does not say (`--seeds`): enough for a Wilson interval to decide
+    # The attacker's data (`Dataset.attacker`, what every attack that trains or queries uses): this fraction of the
+    # owner's training-set size, a stratified subset of the independent split (one of ATTACKER_SHARES). A thief
+    # holding half the owner's data trains a model nearly as good as the marked one itself (docs/methods.md).
+    attacker_data_share: float = 0.10
+    scratch_seeds: int = 3  # the attacker's own models: the owner's recipe from scratch on the attacker's data
 
     # Fields that only attacks and the runner's bookkeeping read. They are left out of the cache descriptors
     # of clean, keyed and watermarked models (`describe(for_models=True)`), so changing an attack budget
     # retrains none of those; a defense's make_key/watermark must not read them.
     ATTACK_ONLY: ClassVar[tuple[str, ...]] = ("attack_epochs", "extraction_epochs", "cleanse_rounds", "n_innocent",
-                                              "null_keys", "vlp_innocents", "clean_control_seeds")
+                                              "null_keys", "vlp_innocents", "clean_control_seeds",
+                                              "attacker_data_share", "scratch_seeds")
     # Fields of the run rather than of any model or attack (the run records its seeds in its config).
     RUN_ONLY: ClassVar[tuple[str, ...]] = ("seeds", "alpha")
+
+    def __post_init__(self) -> None:
+        check_attacker_share(self.attacker_data_share, f"profile '{self.name}': attacker_data_share")
+        if not isinstance(self.scratch_seeds, int) or self.scratch_seeds < 0:
+            raise WmbenchError(f"profile '{self.name}': scratch_seeds must be a whole number ≥ 0, "
+                               f"got {self.scratch_seeds!r}")
 
     def describe(self, *, for_models: bool = False) -> dict[str, Any]:
         skip = self.RUN_ONLY + (self.ATTACK_ONLY if for_models else ())
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def check_attacker_share(share: object, what: str = "--attacker-share") -> None:
+    """Refuse, in one line, an attacker's data share that is not one of ATTACKER_SHARES."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or share not in ATTACKER_SHARES:
+        raise WmbenchError(f"{what} must be one of {', '.join(f'{s:.2f}' for s in ATTACKER_SHARES)} (a fraction of "
+                           f"the owner's training-set size), got {share!r}")
 
 
 PROFILES: dict[str, Profile] = {
@@ -57,8 +80,8 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(image_size=16, vlp="wmbench-clip-tiny-16", clip_epochs=24),
     # The standard leaderboard: real data (Fashion-MNIST, 28×28, the official test set) at a training subset and
     # budgets chosen so that the whole matrix runs cold in ≤ 90 min on 2 CPU cores (docs/performance.md, "What
-    # the budget buys"): 9,000 training images (owner 6,000, attacker 3,000), epochs fewer than the default's where
-    # a recipe sees 6.7× more images per epoch.
+    # the budget buys"): 9,000 training images (owner 6,000, independent 3,000), epochs fewer than the default's where
+    # a recipe sees 6.7× more images per epoch. The attacker holds 600 images (10 % of the owner's 6,000).
     "standard": Profile(name="standard", dataset="fashion_mnist", image_size=28, train_limit=9000,
                         encoder_epochs=12, clip_epochs=16, embed_epochs=12, attack_epochs=3, seeds=5),
     # Bigger models, where an accelerator matters.
@@ -91,6 +114,7 @@ class RunConfig:
     vlp: str | None = None  # overrides the profile's VLP: open_clip:<model>:<pretrained>
     data: str | None = None  # overrides the profile's dataset (a spec of bench.datasets)
     vlp_innocents: list[str] = field(default_factory=list)  # innocent checkpoints for a pretrained --vlp
+    attacker_share: float | None = None  # overrides the profile's attacker_data_share (one of ATTACKER_SHARES)
     cache: Path | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # local worker processes
     alpha: float | None = None  # the level verdicts are read at (None: the profile's `alpha`)
@@ -116,6 +140,8 @@ class RunConfig:
         if self.out.exists() and not self.out.is_dir():
             raise WmbenchError(f"output path is a file, not a folder: {self.out}")
         get_profile(self.profile)
+        if self.attacker_share is not None:
+            check_attacker_share(self.attacker_share)
         if self.vlp is not None and not self.vlp.startswith("open_clip:"):
             raise WmbenchError(f"--vlp wants open_clip:<model>:<pretrained>, got {self.vlp!r}")
 
@@ -132,11 +158,14 @@ class RunConfig:
     @property
     def label(self) -> str:
         """The profile name plus any overrides: results of different set-ups never mix in one database."""
-        return "".join([self.profile] + [f"+{k}={v}" for k, v in (("vlp", self.vlp), ("data", self.data)) if v])
+        overrides = (("vlp", self.vlp), ("data", self.data),
+                     ("attacker_share", None if self.attacker_share is None else f"{self.attacker_share:g}"))
+        return "".join([self.profile] + [f"+{k}={v}" for k, v in overrides if v])
 
     def resolved_profile(self) -> Profile:
-        """The named profile with this run's --vlp / --data overrides applied."""
-        overrides = {k: v for k, v in {"vlp": self.vlp, "dataset": self.data}.items() if v is not None}
+        """The named profile with this run's --vlp / --data / --attacker-share overrides applied."""
+        overrides = {k: v for k, v in {"vlp": self.vlp, "dataset": self.data,
+                                       "attacker_data_share": self.attacker_share}.items() if v is not None}
         if self.vlp_innocents:
             overrides["vlp_innocents"] = tuple(self.vlp_innocents)
         return replace(get_profile(self.profile), **overrides)

@@ -106,8 +106,11 @@ class Context:
         return get_kind(self.kind_name)
 
     def base_descriptor(self, seed: int, split: str = "owner") -> dict:
-        return {"role": "base", "kind": self.kind_name, "kind_version": self.kind.version,
+        desc = {"role": "base", "kind": self.kind_name, "kind_version": self.kind.version,
                 "profile": self.profile.describe(for_models=True), "seed": seed, "split": split}
+        if split == "attacker":  # its images depend on the share, which model descriptors otherwise leave out
+            desc.update(attacker_data_share=self.profile.attacker_data_share, steps="the owner's")
+        return desc
 
     def base_model(self, seed: int | None = None, split: str = "owner") -> nn.Module:
         """The clean model of this kind trained with `seed` (default: the cell's seed) on `split`, cached."""
@@ -126,6 +129,12 @@ class Context:
 
     def innocents(self) -> list[Clean]:
         return innocent_pool(self.profile, self.kind_name)
+
+    def attacker_scratch_utility(self) -> float | None:
+        """The mean utility of the attacker's own models (the kind's `scratch` policy: the owner's recipe from
+        scratch on the attacker's data), the utility a theft must beat; None where the kind has none."""
+        models = self.kind.scratch(self.profile)
+        return float(np.mean([self.utility(self.clean_model(c)) for c in models])) if models else None
 
     def utility(self, model: nn.Module) -> float:
         return self.kind.utility(self, model.to(self.device).eval())

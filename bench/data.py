@@ -1,7 +1,8 @@
 """What every dataset is made of: the `Dataset` of three fixed, seeded, disjoint splits (owner's training
-data, the attacker's own data, held-out test data), the split rule, and the out-of-distribution image
-sources (crops of the photos shipped with scikit-learn; key-seeded procedural images). The datasets
-themselves are registered by name in `bench.datasets`."""
+data, independent data the owner never used, held-out test data) and the attacker's data drawn from the
+independent split, the split rules, and the out-of-distribution image sources (crops of the photos shipped
+with scikit-learn; key-seeded procedural images). The datasets themselves are registered by name in
+`bench.datasets`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from bench.protocols import WmbenchError
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLIT_SEED = 0  # the splits never depend on a cell's seed
 VERIFICATION_IMAGES = 2000  # held-out images a verifier checks a suspect on (`Dataset.verification`)
-OWNER_FRACTION, ATTACKER_FRACTION = 0.5, 0.25  # the rest is the held-out test split
+OWNER_FRACTION, INDEPENDENT_FRACTION = 0.5, 0.25  # the rest is the held-out test split
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,41 @@ class Split:
         return Split(self.x[keep], self.y[keep])
 
 
+def stratified_subset(split: Split, n: int, seed: int) -> Split:
+    """`n` images of `split` (at most all) in the proportions of its classes, drawn without replacement with
+    `seed`: each class gets its share of `n` rounded down, the images left over go to the classes with the
+    largest remainders (ties to the lower label), and within a class the images are a seeded permutation's
+    first. Works for any `n`, even fewer images than classes (then some classes have none)."""
+    labels = split.y.cpu().numpy()
+    if n >= len(labels):
+        return split
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / len(labels)
+    take = np.floor(exact).astype(int)
+    for i in sorted(range(len(classes)), key=lambda i: (-(exact[i] - take[i]), classes[i]))[: n - take.sum()]:
+        take[i] += 1
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]))
+    keep = torch.as_tensor(keep).to(split.y.device)
+    return Split(split.x[keep], split.y[keep])
+
+
 @dataclass(frozen=True)
 class Dataset:
+    """The splits a run sees. `independent` is data the owner never used: the innocent models are trained on
+    all of it, and the attacker's data (`attacker`) is drawn from it. A loader leaves `attacker` out (the
+    whole independent split); a run narrows it to its attacker's share (`with_attacker_share`)."""
+
     name: str
     owner: Split
-    attacker: Split
+    independent: Split
     test: Split
     class_names: tuple[str, ...]
+    attacker: Split = None  # type: ignore[assignment]  # None: the whole independent split (set below)
+
+    def __post_init__(self) -> None:
+        if self.attacker is None:
+            object.__setattr__(self, "attacker", self.independent)
 
     @property
     def channels(self) -> int:
@@ -63,35 +92,52 @@ class Dataset:
         return self.test if len(self.test) <= VERIFICATION_IMAGES else self.test.sample(VERIFICATION_IMAGES, SPLIT_SEED)
 
     def split(self, name: str) -> Split:
-        """The `owner`, `attacker` or `test` split."""
-        if name not in ("owner", "attacker", "test"):
-            raise WmbenchError(f"unknown data split '{name}'; valid: owner, attacker, test")
+        """The `owner`, `independent`, `attacker` or `test` split."""
+        if name not in SPLITS:
+            raise WmbenchError(f"unknown data split '{name}'; valid: {', '.join(SPLITS)}")
         return getattr(self, name)
+
+    def attacker_size(self, share: float) -> int:
+        """How many images an attacker holding `share` of the owner's training-set size gets: that many,
+        at most the whole independent split."""
+        return min(round(share * len(self.owner)), len(self.independent))
+
+    def with_attacker_share(self, share: float) -> "Dataset":
+        """This dataset with the attacker's data narrowed to `share` of the owner's training-set size: a
+        stratified subset of the independent split (`stratified_subset`), seeded with the split seed, never a
+        cell's, so every cell and seed of a run attacks with the same images."""
+        return replace(self, attacker=stratified_subset(self.independent, self.attacker_size(share), SPLIT_SEED))
 
     def to(self, device: torch.device | str) -> "Dataset":
         move = lambda s: Split(s.x.to(device), s.y.to(device))  # noqa: E731
-        return replace(self, owner=move(self.owner), attacker=move(self.attacker), test=move(self.test))
+        independent = move(self.independent)
+        attacker = independent if self.attacker is self.independent else move(self.attacker)
+        return replace(self, owner=move(self.owner), independent=independent, attacker=attacker,
+                       test=move(self.test))
+
+
+SPLITS = ("owner", "independent", "attacker", "test")
 
 
 def split_three_ways(x: torch.Tensor, y: torch.Tensor) -> tuple[Split, Split, Split]:
-    """The default rule: owner 50 %, attacker 25 %, held-out test 25 % (stratified, seeded)."""
+    """The default rule: owner 50 %, independent 25 %, held-out test 25 % (stratified, seeded)."""
     idx = np.arange(len(y))
     owner, rest = train_test_split(idx, train_size=OWNER_FRACTION, stratify=y.numpy(), random_state=SPLIT_SEED)
-    attacker_share = ATTACKER_FRACTION / (1 - OWNER_FRACTION)
-    attacker, test = train_test_split(
-        rest, train_size=attacker_share, stratify=y.numpy()[rest], random_state=SPLIT_SEED
+    independent_share = INDEPENDENT_FRACTION / (1 - OWNER_FRACTION)
+    independent, test = train_test_split(
+        rest, train_size=independent_share, stratify=y.numpy()[rest], random_state=SPLIT_SEED
     )
-    return tuple(Split(x[i], y[i]) for i in (torch.as_tensor(owner), torch.as_tensor(attacker), torch.as_tensor(test)))
+    return tuple(Split(x[i], y[i]) for i in map(torch.as_tensor, (owner, independent, test)))
 
 
 def split_training_set(x: torch.Tensor, y: torch.Tensor, limit: int = 0) -> tuple[Split, Split]:
     """The same rule for a dataset with an official test set: its training set (first a stratified subset of
-    `limit` images, when given) split owner 2 : attacker 1, as 50 % : 25 % above."""
+    `limit` images, when given) split owner 2 : independent 1, as 50 % : 25 % above."""
     idx = np.arange(len(y))
     if limit and limit < len(y):
         idx, _ = train_test_split(idx, train_size=limit, stratify=y.numpy(), random_state=SPLIT_SEED)
-    owner, attacker = train_test_split(idx, train_size=2 / 3, stratify=y.numpy()[idx], random_state=SPLIT_SEED)
-    return tuple(Split(x[i], y[i]) for i in (torch.as_tensor(owner), torch.as_tensor(attacker)))
+    owner, independent = train_test_split(idx, train_size=2 / 3, stratify=y.numpy()[idx], random_state=SPLIT_SEED)
+    return tuple(Split(x[i], y[i]) for i in (torch.as_tensor(owner), torch.as_tensor(independent)))
 
 
 def to_unit_images(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:

@@ -79,7 +79,8 @@ class AttackOutput:
 class Context(Protocol):
     """What a method sees while it runs (the runner's concrete one is `bench.context.Context`)."""
 
-    data: Any  # `bench.data.Dataset`: splits `owner`, `attacker`, `test`, `verification`, image size, classes
+    data: Any  # `bench.data.Dataset`: splits `owner`, `independent`, `attacker` (the attacker's share of
+    # `independent`), `test`, `verification`; image size, classes
     profile: Any  # `bench.config.Profile`: sizes and budgets
     seed: int  # the cell's owner seed
     kind_name: str  # the model kind of the cell's defense

@@ -27,6 +27,8 @@ def reproduce_command(config: dict) -> str:
             parts.append(f"--{name} {','.join(config[name])}")
     parts += [f"--seeds {config.get('seeds')}", f"--profile {config.get('profile', 'default')}"]
     parts += [f"--{name} {config[name]}" for name in ("vlp", "data") if config.get(name)]
+    if config.get("attacker_share") is not None:
+        parts.append(f"--attacker-share {config['attacker_share']:g}")
     return " ".join(parts)
 
 
@@ -44,19 +46,24 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
 - False accusation: `innocent_fpr_at_alpha` is the fraction of (innocent model, owner's key) pairs detected
   at α (`innocent_fpr_ci_high`: the upper end of its interval; `false_positive_rate`: the same pairs at the
   paper's threshold) over `n_innocent_pairs` pairs: `n_innocent_models` clean models of the kind trained
-  independently by the owner's recipe (every other one on the attacker's split, data the owner never used),
+  independently by the owner's recipe (every other one on the whole independent split, data the owner never used),
   each checked with every seed's owner key, and `n_attacked_clean` clean models put through the row's attack.
   Key specificity: `key_collision_rate` is the fraction of (another party's key, the owner's marked model)
   pairs detected, over `n_party_pairs` (each other seed's owner is a party; its key is tested against its own
   null keys). `auc`: the owner's statistic on the attacked models against the innocent pairs'.
 - Attack success (the removal literature's rule, one rule for owner and pirate): `removal_rate` is the fraction
   of seeds whose unattacked marked model is detected and whose attacked model is *not* detected, **and** keeps
-  its utility (`utility_attacked ≥ utility_marked − {drop}`); `seeds_removed` counts them. Verdicts are called
-  only where the 95 % Wilson interval of the seeds lies wholly above or below ½ (at 10 seeds: 9 or 10 of 10
-  decide yes, 0 or 1 decide no; at 5 seeds only 5/5 and 0/5; at 3 seeds nothing), otherwise they read
-  `undecided (k/n)`. `removal_verdict` (= `verdict_alpha`): `removed`, `kept` or `undecided (k/n)`;
-  `verdict_paper_threshold`: the same rule at the paper's threshold; `attack_succeeded`: `yes`, or why not
-  (`no: mark kept`, `no: utility lost`, `no: mark not detected before the attack`), or `undecided (k/n)`. The
+  its utility (`utility_attacked ≥ utility_marked − {drop}`); `seeds_removed` counts them. A removal is a theft
+  (`theft_rate`, `seeds_stolen`) when the attacked model's utility also beats `attacker_scratch_utility`, the
+  mean utility of the attacker's own models (the owner's recipe trained from scratch on the attacker's data,
+  `attacker_data_share` of the owner's training-set size): a thief who gets no more than that gained nothing by
+  stealing. Verdicts are called only where the 95 % Wilson interval of the seeds lies wholly above or below ½
+  (at 10 seeds: 9 or 10 of 10 decide yes, 0 or 1 decide no; at 5 seeds only 5/5 and 0/5; at 3 seeds nothing),
+  otherwise they read `undecided (k/n)`. `removal_verdict` (= `verdict_alpha`): `removed` (a theft), `removed,
+  no better than its own model`, `removed, undecided (k/n) whether better than its own model`, `kept` or
+  `undecided (k/n)`; `verdict_paper_threshold`: the same rule at the paper's threshold; `attack_succeeded`, the
+  theft's verdict: `yes`, or why not (`no: mark kept`, `no: utility lost`, `no: no better than its own model`,
+  `no: mark not detected before the attack`), or `undecided (k/n)` (k seeds stolen). The
   `none` row is no attack: its verdicts say whether the owner's key detects its own model, `seeds_detected`
   in how many seeds. Rows whose `status` is `n/a` lie outside the threat model and are not run.
 - `pirate_verification_rate`: a pirate's own key (tested against null keys drawn for the model it held)
@@ -123,8 +130,9 @@ def load_table(out: Path, profile: str = "default", alpha: float | None = None) 
     alpha = run_alpha(config) if alpha is None else alpha
     drop, methods = utility_drop(config), stored_methods(db)
     cells, prepared = db.cells(), db.prepared()
-    return Loaded(leaderboard(cells, prepared, alpha, drop, methods), db, config, alpha, drop, methods,
-                  leaderboard(cells, prepared, alpha, drop, methods, rule="paper"))
+    share = attacker_data_share(db.meta(f"profile:{profile}"))
+    return Loaded(leaderboard(cells, prepared, alpha, drop, methods, attacker_data_share=share), db, config, alpha,
+                  drop, methods, leaderboard(cells, prepared, alpha, drop, methods, "paper", share))
 
 
 def write_leaderboard(out: Path, profile: str = "default", alpha: float | None = None) -> Loaded:
@@ -150,8 +158,8 @@ def write_leaderboard(out: Path, profile: str = "default", alpha: float | None =
 
 
 def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """Defense × attack, one cell each: the attacker's best setting of that attack (highest `removal_rate`,
-    then lowest detection at α, then highest utility after) with its outcome; `n/a` outside the
+    """Defense × attack, one cell each: the attacker's best setting of that attack (highest `theft_rate`, then
+    `removal_rate`, then lowest detection at α, then highest utility after) with its outcome; `n/a` outside the
     threat model."""
     cells: dict[str, dict[str, str]] = defaultdict(dict)
     for (defense, attack), group in table.groupby(["defense", "attack"], sort=True):
@@ -162,8 +170,10 @@ def summary_matrix(table: pd.DataFrame) -> pd.DataFrame:
         if group.empty:  # every cell of the pair failed
             cells[defense][attack] = "failed"
             continue
-        best = group.assign(_r=group["removal_rate"].fillna(-1), _d=-group["tpr_at_alpha"].fillna(1))
-        best = best.sort_values(["_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+        number = lambda column: pd.to_numeric(group[column], errors="coerce")  # noqa: E731 (object columns of a hand-built table)
+        best = group.assign(_t=number("theft_rate").fillna(-1), _r=number("removal_rate").fillna(-1),
+                            _d=-number("tpr_at_alpha").fillna(1))
+        best = best.sort_values(["_t", "_r", "_d", "utility_attacked"], ascending=False, kind="stable").iloc[0]
         outcome = summary_outcome(best)
         cells[defense][attack] = (f"{outcome} ({best['strength']}: detected {best['tpr_at_alpha']:.2f}, "
                                   f"utility {best['utility_attacked']:.2f})")
@@ -180,6 +190,8 @@ def summary_outcome(best: pd.Series) -> str:
             return "untested"
         return ("verified" if verified else "not verified" if verified is False
                 else undecided(best["seeds_detected"], best["n_seeds"]))
+    if str(best["removal_verdict"]).startswith("removed, "):  # removed, but the theft did not (surely) pay
+        return str(best["removal_verdict"])
     if verdict.startswith(UNSURE_MARK):
         return "undecided before " + verdict[len(UNSURE_MARK):].strip().removeprefix("undecided ")
     if verdict.startswith("undecided"):
@@ -200,29 +212,44 @@ def utility_drop(config: dict) -> float:
     return float(config.get("max_utility_drop", 0.05))
 
 
+def attacker_data_share(profile: dict | None) -> float:
+    """The run's attacker data share, from its stored profile (runs before it was recorded attacked with the
+    whole independent split: 0.50; no stored profile: NaN)."""
+    return float("nan") if not profile else float(profile.get("attacker_data_share", 0.5))
+
+
 def worst_case(table: pd.DataFrame) -> pd.DataFrame:
     """Per defense, its worst case over every attack, as RobustBench reports robustness against its strongest
-    attack: among the settings that remove the mark with utility kept (as the seeds decide), the one that
-    leaves the thief the most utility; else the setting closest to a removal (most seeds removed) and
-    whether any is undecided; then the outcome per attack family (the family's best setting for the thief)."""
+    attack: among the settings that steal the model (the mark removed with utility kept, above the
+    attacker's own model's, as the seeds decide), the one that leaves the thief the most utility; else a
+    removal the seeds decide that does not (surely) pay, the one leaving the most utility; else the setting
+    closest to a theft (most seeds stolen, then removed) and whether any is undecided; then the outcome per
+    attack family (the family's best setting for the thief)."""
     out = []
     ran = table[(table["n_seeds"] > 0) & (table["attack"] != "none")]
     for defense, rows in ran.groupby("defense", sort=True):
         if rows["attack_succeeded"].astype(str).str.startswith("n/a (control").all():
             continue
-        removed = rows[rows["removal_verdict"] == "removed"]
+        verdicts = rows["removal_verdict"].astype(str)
+        removed, unpaid = rows[verdicts == "removed"], rows[verdicts.str.startswith("removed, ")]
         if not removed.empty:
             best = removed.sort_values("utility_attacked", ascending=False, kind="stable").iloc[0]
             worst = f"removed by {best['attack']} {best['strength']} (utility {best['utility_attacked']:.2f})"
+        elif not unpaid.empty:
+            best = unpaid.sort_values("utility_attacked", ascending=False, kind="stable").iloc[0]
+            worst = (f"no theft pays as the seeds decide; removed by {best['attack']} {best['strength']} (utility "
+                     f"{best['utility_attacked']:.2f}, its own model {best['attacker_scratch_utility']:.2f}): "
+                     f"{best['removal_verdict'].removeprefix('removed, ')}")
         else:
-            best = rows.sort_values(["removal_rate", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+            best = rows.sort_values(["theft_rate", "removal_rate", "utility_attacked"], ascending=False,
+                                    kind="stable").iloc[0]
             unsure = rows["removal_verdict"].astype(str).str.startswith("undecided").sum()
             worst = (f"no attack removes it as the seeds decide; closest {best['attack']} {best['strength']} "
                      f"({summary_outcome(best)})" + (f"; {unsure} settings undecided" if unsure else ""))
         families = {}
         for family, group in rows.groupby("family", sort=True):
-            top = group.assign(_r=group["removal_rate"].fillna(-1)).sort_values(
-                ["_r", "utility_attacked"], ascending=False, kind="stable").iloc[0]
+            top = group.assign(_t=group["theft_rate"].fillna(-1), _r=group["removal_rate"].fillna(-1)).sort_values(
+                ["_t", "_r", "utility_attacked"], ascending=False, kind="stable").iloc[0]
             families[family or "other"] = f"{summary_outcome(top)} ({top['attack']} {top['strength']})"
         out.append({"defense": defense, "worst case": worst, **families})
     return pd.DataFrame(out).fillna("")
@@ -236,8 +263,9 @@ def summary_markdown(table: pd.DataFrame, drop: float, alpha: float) -> str:
     worst = worst_case(table)
     head = ""
     if not worst.empty:
-        head = ("Worst case per defense (the strongest attack tried: a removal the seeds decide, with utility "
-                "kept, leaving the thief the most utility), then the outcome per attack family:\n\n"
+        head = ("Worst case per defense (the strongest attack tried: a theft the seeds decide — the mark removed "
+                "with utility kept and above the attacker's own model's — leaving the thief the most utility), "
+                "then the outcome per attack family:\n\n"
                 + tabulate(worst, headers="keys", tablefmt="github", showindex=False) + "\n\n")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
     return f"{head}{summary_legend(drop, alpha)}\n\n{body}\n"
@@ -247,14 +275,17 @@ def summary_legend(drop: float, alpha: float) -> str:
     """How to read a cell of the summary matrix."""
     return ("Each cell: the attacker's best setting of that attack and its outcome over the seeds, called only "
             "where the 95 % Wilson interval of the seeds lies wholly above or below ½ — `removed` (the owner's key "
-            f"is no longer detected by its key-randomization test at α = {alpha:g} and utility falls by at most "
-            f"{drop:g}), `kept` (the mark is still detected), `utility lost` (the mark went, but so did the "
-            "utility), `not verified before` (the owner's own unattacked model is not detected: there is no mark "
-            "to remove, no verdict); otherwise `undecided (k/n)`: removed in k of n seeds (`undecided before "
-            "(k/n)`: the owner's unattacked model detected in k of n). `detected` is the detection rate at α, "
-            "`utility` the utility after the attack. `n/a`: outside the threat model. `control`: the "
-            "unwatermarked control. Column `none`: whether the owner's key is detected on its own unattacked "
-            "model at α (`undecided (k/n)`: in k of n seeds).")
+            f"is no longer detected by its key-randomization test at α = {alpha:g}, utility falls by at most {drop:g} "
+            "and beats the attacker's own model, the owner's recipe trained from scratch on the attacker's data: a "
+            "theft that pays), `removed, no better than its own model` (the mark went with utility kept, but the "
+            "thief gets no more than from training its own model; `removed, undecided (k/n) whether better than "
+            "its own model`: better in k of n seeds), `kept` (the mark is still detected), `utility lost` (the "
+            "mark went, but so did the utility), `not verified before` (the owner's own unattacked model is not "
+            "detected: there is no mark to remove, no verdict); otherwise `undecided (k/n)`: stolen in k of n "
+            "seeds (`undecided before (k/n)`: the owner's unattacked model detected in k of n). `detected` is the "
+            "detection rate at α, `utility` the utility after the attack. `n/a`: outside the threat model. "
+            "`control`: the unwatermarked control. Column `none`: whether the owner's key is detected on its own "
+            "unattacked model at α (`undecided (k/n)`: in k of n seeds).")
 
 
 CLAIMS_LEGEND = ("Each paper's headline claims, judged from the rows named: `holds`, `partly` or `fails`, with the "
@@ -299,7 +330,20 @@ def setting_line(profile: dict | None) -> str:
             f"{profile['classifier_epochs']}, SimCLR encoder {profile['encoder_epochs']}, CLIP {profile['clip_epochs']}, "
             f"watermark embedding {profile['embed_epochs']}, attacker's training {profile['attack_epochs']}, "
             f"extraction student {profile['extraction_epochs']}; Neural Cleanse ≤ {profile['cleanse_rounds']} rounds "
-            f"per label; {profile['n_innocent']} innocent models per kind, {profile['null_keys']} null keys per test.")
+            f"per label; {profile['n_innocent']} innocent models per kind, {profile['null_keys']} null keys per test. "
+            + attacker_line(profile))
+
+
+def attacker_line(profile: dict) -> str:
+    """What the attacker holds and what a theft must beat (the split rule, bench/data.py)."""
+    share = attacker_data_share(profile)
+    held = ("the whole independent split" if share >= 0.5 else
+            f"{100 * share:g} % of the owner's training-set size, a stratified subset (split seed) of the independent split")
+    own = (f"{profile['scratch_seeds']} seeds of the owner's recipe trained from scratch on its data"
+           if "scratch_seeds" in profile else "none recorded, so every removal counts")
+    return (f"Attacker's data (`attacker_data_share` {share:.2f}): {held} — the independent split is data the owner "
+            f"never used, on all of which the innocent models train and from which piracy's `12@P%` draws its own "
+            f"P %; a theft must beat the attacker's own models ({own}).")
 
 
 def software_line(software: dict | None) -> str:

@@ -107,6 +107,7 @@ class Prepared:
     seconds: float
     innocent_gap: str = ""  # why the kind has no innocent models in this run ('' when it has)
     owner_check: Check | None = None  # the owner's key on its own unattacked marked model
+    attacker_scratch_utility: float | None = None  # mean utility of the attacker's own models (None: no baseline)
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The runner: expands defenses × attacks × strengths × seeds into cells, builds every model once through
 the artifact cache, verifies, and stores each cell's result as soon as it finishes.
 
-Work comes in three waves, each spread over the executor's workers: clean base models (the owners' and
-the independent innocents'), then per (defense, seed) the key, the marked model and the innocent checks,
-then the cells (attack the marked model, attack the clean model too, verify both)."""
+Work comes in three waves, each spread over the executor's workers: clean base models (the owners', the
+independent innocents' and the attacker's own), then per (defense, seed) the key, the marked model and the
+innocent checks, then the cells (attack the marked model, attack the clean model too, verify both)."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +32,7 @@ from bench.config import Profile, RunConfig
 from bench.context import Clean, Context, derive_seed, innocent_pool, innocent_pool_gap
 from bench.datasets import load_dataset
 from bench.executors import Executor, LocalExecutor, SerialExecutor, make_executor
+from bench.kinds.base import get_kind
 from bench.kinds.models import architecture_for
 from bench.lockfile import environment_record
 from bench.nulls import check_alpha, key_randomization
@@ -71,10 +72,11 @@ class Plan:
     groups: list[tuple[str, int]]  # (defense, seed) pairs that the runnable cells need
     owners: list[tuple[str, Clean]]  # (model kind, clean model) the owners' clean models
     innocents: list[tuple[str, Clean]]  # (model kind, clean model) the innocent pool of each kind used
+    scratch: list[tuple[str, Clean]] = field(default_factory=list)  # (model kind, clean model) the attacker's own
 
     @property
     def bases(self) -> list[tuple[str, Clean]]:
-        return self.owners + self.innocents
+        return self.owners + self.innocents + self.scratch
 
 
 def make_plan(cfg: RunConfig) -> Plan:
@@ -109,7 +111,8 @@ def make_plan(cfg: RunConfig) -> Plan:
     kinds = sorted({d.model_kind for d in used})
     owners = [(k, Clean(s)) for k in kinds for s in range(cfg.n_seeds)]
     innocents = [(k, c) for k in kinds for c in innocent_pool(profile, k)]
-    return Plan(cells, outside, groups, owners, innocents)
+    scratch = [(k, c) for k in kinds for c in get_kind(k).scratch(profile)]
+    return Plan(cells, outside, groups, owners, innocents, scratch)
 
 
 class Workbench:
@@ -120,7 +123,8 @@ class Workbench:
         self.profile = cfg.resolved_profile()
         self.device = resolve_device(cfg.device)
         self.autocast_dtype = training_dtype(self.profile, self.device)
-        self.data = load_dataset(self.profile.dataset, self.profile.image_size, self.profile.train_limit).to(self.device)
+        data = load_dataset(self.profile.dataset, self.profile.image_size, self.profile.train_limit)
+        self.data = data.with_attacker_share(self.profile.attacker_data_share).to(self.device)
         root = cfg.cache or default_cache_dir()  # models trained with pinned kernels are kept apart
         self.cache = ArtifactCache(root / f"portable-{PINNED_ISA.lower()}" if cfg.portable else root)
 
@@ -228,7 +232,8 @@ def prepare(cfg: RunConfig, defense_name: str, seed: int) -> tuple[Prepared, str
                                    unit=f"owner of seed {other}"))
     prepared = Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), innocent, parties,
                         time.perf_counter() - start, innocent_pool_gap(ctx.profile, ctx.kind_name),
-                        owner_check=checked(defense, ctx, marked, key, nulls))
+                        owner_check=checked(defense, ctx, marked, key, nulls),
+                        attacker_scratch_utility=ctx.attacker_scratch_utility())
     return prepared, weights_digest(marked)
 
 
@@ -380,6 +385,7 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
     db.set_meta("methods", {part: {**methods[part], **described[part]} for part in ("defenses", "attacks")})
     db.set_meta("config", {"defenses": cfg.defenses, "attacks": cfg.attacks, "strengths": cfg.strengths,
                            "seeds": cfg.n_seeds, "profile": cfg.profile, "vlp": cfg.vlp, "data": cfg.data,
+                           "attacker_share": cfg.attacker_share,
                            "alpha": cfg.level, "max_utility_drop": cfg.max_utility_drop})
     finished = db.done()
     for cell, reason in plan.outside.items():

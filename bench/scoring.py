@@ -45,14 +45,15 @@ def undecided(k: int, n: int) -> str:
 COLUMNS = [
     "defense", "model_kind", "attack", "family", "strength", "strength_rank", "status", "n_seeds", "utility_clean",
     "utility_clean_std", "utility_marked", "utility_marked_std", "utility_attacked", "utility_attacked_std",
+    "attacker_data_share", "attacker_scratch_utility",
     "reading", "alpha", "null_units", "p_value", "tpr_at_alpha", "tpr_ci_low", "tpr_ci_high",
     "verification_rate", "verification_ci_low", "verification_ci_high", "threshold", "auc",
     "innocent_fpr_at_alpha", "innocent_fpr_ci_high", "false_positive_rate", "fpr_ci_low", "fpr_ci_high",
     "n_innocent_pairs", "n_innocent_models", "n_attacked_clean", "fpr_note",
     "key_collision_rate", "key_collision_ci_high", "n_party_pairs",
-    "removal_rate", "attack_succeeded", "removal_verdict", "verdict_alpha", "verdict_paper_threshold",
+    "removal_rate", "theft_rate", "attack_succeeded", "removal_verdict", "verdict_alpha", "verdict_paper_threshold",
     "identification_rate", "pirate_verification_rate", "pirate_clean_verification_rate", "ambiguity_rate",
-    "seeds_detected", "seeds_removed", "seeds_identified", "seeds_pirate_verified", "seeds_inactive",
+    "seeds_detected", "seeds_removed", "seeds_stolen", "seeds_identified", "seeds_pirate_verified", "seeds_inactive",
     "attack_report", "seconds",
 ]
 
@@ -93,13 +94,15 @@ def detection_verdict(k: int, n: int) -> str:
 
 
 def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepared], alpha: float,
-                max_utility_drop: float = 0.05, methods: dict | None = None, rule: str = "alpha") -> pd.DataFrame:
+                max_utility_drop: float = 0.05, methods: dict | None = None, rule: str = "alpha",
+                attacker_data_share: float = float("nan")) -> pd.DataFrame:
     """One row per (defense, attack, strength), aggregated over seeds. Every check is read two ways: by the
     key-randomization test at level `alpha` (`p_value ≤ alpha`) and by the defense's own rule at its paper's
     threshold: `rule` picks the one the rates, counts and verdicts use ("alpha" or "paper"); the other's
     verdict stands beside it (`verdict_alpha`, `verdict_paper_threshold`). `methods`
     (`registry.describe_methods`, as the run stored it) says each defense's kind and control flag and each
-    attack's order of strengths; the table depends on nothing else."""
+    attack's order of strengths; `attacker_data_share` is the run's (its profile's), shown in every row; the
+    table depends on nothing else."""
     read, at_alpha, paper = Reading(rule, alpha), Reading("alpha", alpha), Reading("paper", alpha)
     methods = methods or {"defenses": {}, "attacks": {}}
     by_row: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
@@ -152,6 +155,9 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "utility_marked_std": _std(p.utility_marked for p in preps),
             "utility_attacked": _mean(attacked),
             "utility_attacked_std": _std(attacked),
+            "attacker_data_share": attacker_data_share,
+            "attacker_scratch_utility": _mean(p.attacker_scratch_utility for p in preps
+                                              if p.attacker_scratch_utility is not None),
             "reading": rule,
             "alpha": alpha,
             "null_units": max((c.null_size for c in checks), default=0) or float("nan"),
@@ -185,20 +191,25 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "seconds": _mean(r.seconds for r in results),
         })
         if checks:
+            seeded = [(r, prepared.get((defense, r.cell.seed))) for r in ok]
+            kept = [p is not None and r.utility_attacked >= p.utility_marked - max_utility_drop for r, p in seeded]
+            # a seed without the attacker's own models' utility (a run before it was recorded, a pretrained VLP
+            # source) has nothing to beat; with none in any seed, every removal counts as a theft
+            own = [None if p is None else p.attacker_scratch_utility for _, p in seeded]
+            beats_own = ([b is None or r.utility_attacked > b for (r, _), b in zip(seeded, own)]
+                         if any(b is not None for b in own) else None)
             before = [unattacked.get((defense, r.cell.seed)) for r in ok]
-            kept = [r.utility_attacked >= prepared[(defense, r.cell.seed)].utility_marked - max_utility_drop
-                    if (defense, r.cell.seed) in prepared else False for r in ok]
             by = {r: ([r.hit(b) for b in before], [r.hit(c) for c in checks]) for r in (read, at_alpha, paper)}
             if attack == "none":
                 row.update(NO_ATTACK)
                 row["verdict_paper_threshold"] = detection_verdict(k, n)
                 row["verdict_alpha"] = detection_verdict(ka, na) if tested else UNTESTED
             else:
-                row["verdict_paper_threshold"] = removal(*by[paper], kept)["removal_verdict"]
-                row["verdict_alpha"] = removal(*by[at_alpha], kept)["removal_verdict"] if tested else UNTESTED
-                row.update(removal(*by[read], kept) if readable else
-                           {"removal_rate": float("nan"), "attack_succeeded": UNTESTED, "removal_verdict": UNTESTED,
-                            "seeds_removed": None})
+                row["verdict_paper_threshold"] = removal(*by[paper], kept, beats_own)["removal_verdict"]
+                row["verdict_alpha"] = removal(*by[at_alpha], kept, beats_own)["removal_verdict"] if tested else UNTESTED
+                row.update(removal(*by[read], kept, beats_own) if readable else
+                           {"removal_rate": float("nan"), "theft_rate": float("nan"), "attack_succeeded": UNTESTED,
+                            "removal_verdict": UNTESTED, "seeds_removed": None, "seeds_stolen": None})
         if gap:  # no innocent models: no false-positive rate is claimed from copies alone
             row.update({name: float("nan") for name in ("false_positive_rate", "fpr_ci_low", "fpr_ci_high",
                                                         "innocent_fpr_at_alpha", "innocent_fpr_ci_high", "auc")})
@@ -210,48 +221,62 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             row.update({"attack_succeeded": f"no: {inactive[0]}", "removal_verdict": "kept", "verdict_alpha": "kept",
                         "verdict_paper_threshold": "kept"})
         if defense_meta.get("control", False):
-            row.update({"removal_rate": float("nan"), "attack_succeeded": "n/a (control: no mark)",
-                        "removal_verdict": "", "verdict_alpha": "", "verdict_paper_threshold": "", "seeds_removed": None})
+            row.update({"removal_rate": float("nan"), "theft_rate": float("nan"),
+                        "attack_succeeded": "n/a (control: no mark)", "removal_verdict": "", "verdict_alpha": "",
+                        "verdict_paper_threshold": "", "seeds_removed": None, "seeds_stolen": None})
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-NO_ATTACK = {"removal_rate": float("nan"), "attack_succeeded": "no attack", "removal_verdict": "",
-             "seeds_removed": None}
+NO_ATTACK = {"removal_rate": float("nan"), "theft_rate": float("nan"), "attack_succeeded": "no attack",
+             "removal_verdict": "", "seeds_removed": None, "seeds_stolen": None}
 
 
 NO_MARK = "no: mark not detected before the attack"
 UNSURE_MARK = "no: mark detected before the attack only in"  # followed by `undecided (k/n)`
+NOT_BETTER = "no better than its own model"  # a removal that leaves the thief no more than training its own
 
 
-def removal(present: list[bool], detected: list[bool], utility_kept: list[bool]) -> dict:
+def removal(present: list[bool], detected: list[bool], utility_kept: list[bool],
+            beats_own: list[bool] | None = None) -> dict:
     """The removal literature's rule of attack success, per seed: the attacked model is not detected *and*
     keeps its utility — in a seed whose unattacked marked model was detected (`present`), since an attack
     cannot remove a mark that was not there. Owner and pirate, before and after, are judged by one rule of
-    detection (the caller's: the key-randomization test at α, or the paper's threshold). The verdict over the
-    seeds is called only where the 95 % Wilson interval of the seeds' removals decides (`decide`), otherwise
-    it reads `undecided (k/n)`; a decided "no" says why: no mark before the attack, the mark kept, or the
-    utility lost."""
+    detection (the caller's: the key-randomization test at α, or the paper's threshold). A removal is a
+    **theft** when it also pays: the attacked model's utility beats the attacker's own model, trained from
+    scratch on its own data (`beats_own`; None: no baseline, every removal is a theft). The verdict over the
+    seeds (`attack_succeeded`) is the theft's, called only where the 95 % Wilson interval of the seeds decides
+    (`decide`), otherwise `undecided (k/n)` with k the seeds stolen; a decided "no" says why: no mark before
+    the attack, the mark kept, the utility lost, or no better than its own model. `removal_verdict` reads the
+    removal alone and says, where the seeds decide a removal, whether it paid: `removed`, `removed, no better
+    than its own model`, or `removed, undecided (k/n) whether better than its own model`."""
     n = len(detected)
     if not n:
         return {}
     gone = [p and not d for p, d in zip(present, detected)]
-    removed = sum(g and kept for g, kept in zip(gone, utility_kept))
-    called, had_mark = decide(removed, n), decide(sum(present), n)
+    removed_in = [g and kept for g, kept in zip(gone, utility_kept)]
+    removed = sum(removed_in)
+    stolen = removed if beats_own is None else sum(r and b for r, b in zip(removed_in, beats_own))
+    was_removed, called, had_mark = decide(removed, n), decide(stolen, n), decide(sum(present), n)
     if called:
-        verdict, decided = "yes", "removed"
+        verdict = "yes"
     elif called is None:
-        verdict = decided = undecided(removed, n)
+        verdict = undecided(stolen, n)
+    elif was_removed is not False:  # the mark went, with utility kept, in enough seeds; the thief gained nothing
+        verdict = f"no: {NOT_BETTER}"
+    elif had_mark is False:
+        verdict = NO_MARK
+    elif had_mark is None:
+        verdict = f"{UNSURE_MARK} {undecided(sum(present), n)}"
     else:
-        decided = "kept"
-        if had_mark is False:
-            verdict = NO_MARK
-        elif had_mark is None:
-            verdict = f"{UNSURE_MARK} {undecided(sum(present), n)}"
-        else:
-            verdict = "no: utility lost" if 2 * sum(gone) > sum(present) else "no: mark kept"
-    return {"removal_rate": removed / n, "attack_succeeded": verdict, "removal_verdict": decided,
-            "seeds_removed": removed}
+        verdict = "no: utility lost" if 2 * sum(gone) > sum(present) else "no: mark kept"
+    if was_removed:
+        decided = ("removed" if called else f"removed, {NOT_BETTER}" if called is False
+                   else f"removed, {undecided(stolen, n)} whether better than its own model")
+    else:
+        decided = undecided(removed, n) if was_removed is None else "kept"
+    return {"removal_rate": removed / n, "theft_rate": stolen / n, "attack_succeeded": verdict,
+            "removal_verdict": decided, "seeds_removed": removed, "seeds_stolen": stolen}
 
 
 def summarize_reports(reports: list[dict]) -> str:

@@ -18,7 +18,9 @@ from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, loa
 
 TEMPLATE = Path(__file__).parent / "site_template"
 ASSETS = ("wmbench.js", "style.css")
-OUTCOMES = {"removed": "removed", "kept": "kept", "utility lost": "utility-lost", "control": "control", "n/a": "na",
+# first matching prefix wins: a removal that did not (surely) pay is told apart from a theft
+OUTCOMES = {"removed, ": "unpaid", "no better than its own model": "unpaid",
+            "removed": "removed", "kept": "kept", "utility lost": "utility-lost", "control": "control", "n/a": "na",
             "failed": "failed", "verified": "kept", "not verified before": "na", "not verified": "removed",
             "undecided": "undecided"}
 FILTERS = ("defense", "attack", "model_kind")

@@ -93,7 +93,7 @@ def fit(
     `one_cycle`: the learning rate warms up to `lr` over the first 25 % of the steps and anneals (cosine) to
     lr/1000 (Smith's one-cycle policy, as in the CIFAR-10 speed-run recipes); the recipes that train a model
     from scratch use it to reach the same utility in half the epochs. Otherwise `lr` is constant (attackers'
-    fine-tuning).
+    fine-tuning), and so is it in a run of at most 4 steps, too short for the schedule's warm-up.
 
     The global torch RNG is seeded too, so random augmentations inside `batch_loss` replay exactly.
     Adam uses torch's fused implementation: the same update in one kernel, a quarter less time per CLIP
@@ -106,6 +106,9 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(params, lr=lr, fused=True)
     steps = epochs * -(-n // batch_size)
+    # OneCycleLR divides by its warm-up's length, pct_start · steps − 1: it needs more than 4 steps (the smoke
+    # profile's 2 epochs on the attacker's 90 images are 4)
+    one_cycle = one_cycle and steps > 4
     schedule = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25,
                                                     cycle_momentum=False, div_factor=25, final_div_factor=40)
                 if one_cycle else None)

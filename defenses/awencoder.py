@@ -29,7 +29,7 @@ No code was released; everything below the abstract is a reconstruction:
   signed-rank test gives p < 0.01.
 - Black-box verification (`awencoder_blackbox`): the suspect encoder is a frozen backbone under a
   downstream classifier that the verifier does not control (a logistic-regression head the deployer
-  trains on the attacker's labelled split); the verifier sees only its predicted labels and measures the
+  trains on the independent labelled split, data the owner never used); the verifier sees only its predicted labels and measures the
   fraction of held-out samples whose label flips between x and x+δ. Its null comes from other keys on the
   *same* suspect: the first `n_null_keys` null keys of the owner's key (`Context.null_keys`: secrets of the
   verifier's own, the owner's procedure on the owner's clean encoder, so on an innocent encoder they are
@@ -182,11 +182,12 @@ _deployed = Memo(8)
 
 def deploy(ctx: Context, encoder: nn.Module) -> tuple[Callable[[torch.Tensor], np.ndarray], np.ndarray]:
     """A downstream model the verifier does not control: the encoder frozen under a logistic-regression
-    head that a deployer trains on the attacker's labelled split. Returns its label-only predictor and its
+    head that a deployer trains on labelled data the owner never used (the independent split; not the thief's
+    share of it, so the test does not change with the attacker's data). Returns its label-only predictor and its
     labels for the clean test images (remembered per encoder weights: one suspect is checked against
     several keys)."""
     def fit_head() -> tuple[Callable[[torch.Tensor], np.ndarray], np.ndarray]:
-        a, frozen = ctx.data.attacker, clone(encoder).eval()  # a copy: the caller may go on changing its model
+        a, frozen = ctx.data.independent, clone(encoder).eval()  # a copy: the caller may go on changing its model
         head = LogisticRegression(max_iter=2000).fit(predict(frozen, a.x).cpu().numpy(), a.y.cpu().numpy())
         downstream = lambda images: head.predict(predict(frozen, images).cpu().numpy())  # noqa: E731
         return downstream, downstream(ctx.data.verification.x)

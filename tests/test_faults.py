@@ -169,7 +169,7 @@ def test_an_innocent_pool_holding_the_owners_weights_is_refused(tmp_path, monkey
     monkeypatch.setattr(kind, "train_base", real)
     from defenses.none import NoDefense
 
-    monkeypatch.setattr(NoDefense, "watermark", lambda self, ctx, key: ctx.base_model(10_001, "attacker"))
+    monkeypatch.setattr(NoDefense, "watermark", lambda self, ctx, key: ctx.base_model(10_001, "independent"))
     assert main(run_args(tmp_path / "marked", "--defenses", "none", "--attacks", "none", "--seeds", "1")) == 2
     assert "the same weights as the marked none model of seed 0" in capsys.readouterr().err
 

@@ -20,14 +20,14 @@ def test_plan_expands_compatible_pairs(run_config):
     assert len(plan.cells) == 2 * (1 + 5)
     assert CellId("null_embedding", "pruning", "0.9", 1) in plan.cells
     assert not plan.outside
-    # the innocent pool: 20 classifiers, every other one on the attacker's split (data the owner never used)
+    # the innocent pool: 20 classifiers, every other one on the independent split (data the owner never used)
     assert len(plan.innocents) == 20
-    assert sum(c.split == "attacker" for _, c in plan.innocents) >= 20 / 3
+    assert sum(c.split == "independent" for _, c in plan.innocents) >= 20 / 3
 
 
 def test_innocent_models_differ_from_each_other_and_from_the_owners(tmp_path):
     """What the pool is for: models whose weights differ from one another's and from every owner's clean
-    model (smoke budgets: 4 innocents, 2 owners)."""
+    model, and from the attacker's own (smoke budgets: 4 innocents, 2 owners, 3 of the attacker's)."""
     from bench.cache import weights_digest
     from bench.config import RunConfig
     from bench.runner import workbench
@@ -36,7 +36,7 @@ def test_innocent_models_differ_from_each_other_and_from_the_owners(tmp_path):
                     cache=tmp_path / "cache", device="cpu", workers=1)
     plan = make_plan(cfg)
     digests = {weights_digest(workbench(cfg).context(kind, 0).clean_model(clean)) for kind, clean in plan.bases}
-    assert (len(plan.owners), len(plan.innocents)) == (2, 4) and len(digests) == 6
+    assert (len(plan.owners), len(plan.innocents), len(plan.scratch)) == (2, 4, 3) and len(digests) == 9
 
 
 def test_unknown_names_are_errors(run_config):

@@ -22,7 +22,7 @@ class DatasetInfo:
     image_size: int  # native side length in pixels (the profile's image_size resizes to it)
     channels: int
     class_names: tuple[str, ...]
-    splits: str  # how the owner / attacker / test splits are made
+    splits: str  # how the owner / independent / test splits are made (the attacker draws from the independent one)
     load: Callable[[str, int, int], Dataset]  # (argument after ':', image size, training-image limit) → Dataset
 
 

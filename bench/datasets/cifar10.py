@@ -5,7 +5,7 @@
 torchvision downloads it when WMBENCH_ALLOW_DOWNLOAD=1; otherwise a one-line error. The batches are read
 here (a dict with `data`, N×3072 bytes, and `labels`) rather than through `torchvision.datasets.CIFAR10`,
 whose integrity check accepts only the full official files. Splits as Fashion-MNIST's: the 50,000 training
-images (or a subset) owner 2 : attacker 1, utility on the official 10,000-image test batch."""
+images (or a subset) owner 2 : independent 1, utility on the official 10,000-image test batch."""
 from __future__ import annotations
 
 import pickle
@@ -56,12 +56,12 @@ def load_cifar10(root: str = "", size: int = 32, limit: int = 0) -> Dataset:
     folder = find_folder(root)
     train_x, train_y = read_batches(folder, TRAIN_BATCHES)
     test_x, test_y = read_batches(folder, (TEST_BATCH,))
-    owner, attacker = split_training_set(to_unit_images(train_x, size), torch.as_tensor(train_y), limit)
+    owner, independent = split_training_set(to_unit_images(train_x, size), torch.as_tensor(train_y), limit)
     test = Split(to_unit_images(test_x, size), torch.as_tensor(test_y))
-    return Dataset("cifar10", owner, attacker, test, CLASS_NAMES)
+    return Dataset("cifar10", owner, independent, test, CLASS_NAMES)
 
 
 register_dataset(DatasetInfo(
     "cifar10", "CIFAR-10: 60,000 32×32 colour photos, the original python batches", 32, 3, CLASS_NAMES,
-    "official training set (or a stratified subset) owner 2 : attacker 1; official 10,000-image test batch",
+    "official training set (or a stratified subset) owner 2 : independent 1; official 10,000-image test batch",
     lambda argument, size, limit: load_cifar10(argument, size, limit)))

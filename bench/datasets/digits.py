@@ -21,11 +21,11 @@ def load_digits(size: int = 32) -> Dataset:
     x = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
     y = torch.as_tensor(digits.target, dtype=torch.int64)
-    owner, attacker, test = split_three_ways(x, y)
-    return Dataset("digits", owner, attacker, test, DIGIT_NAMES)
+    owner, independent, test = split_three_ways(x, y)
+    return Dataset("digits", owner, independent, test, DIGIT_NAMES)
 
 
 register_dataset(DatasetInfo(
     "digits", "scikit-learn's 1,797 handwritten digits, upscaled", 8, 1, DIGIT_NAMES,
-    "owner 50 % / attacker 25 % / test 25 % of all images (stratified, seeded)",
+    "owner 50 % / independent 25 % / test 25 % of all images (stratified, seeded)",
     lambda argument, size, limit: load_digits(size)))

@@ -4,7 +4,7 @@ Found, in this order: the folder the spec names (`fashion_mnist:<folder>`), Debi
 package (`/usr/share/datasets/fashion-mnist`), torchvision's layout under the data root
 (`<root>/FashionMNIST/raw`); downloaded with torchvision only when WMBENCH_ALLOW_DOWNLOAD=1; otherwise a
 one-line error that says how to get it. Splits: the official 60,000 training images (a stratified subset of
-the profile's `train_limit`, when set) split owner 2 : attacker 1; utility on the official 10,000-image test set."""
+the profile's `train_limit`, when set) split owner 2 : independent 1; utility on the official 10,000-image test set."""
 from __future__ import annotations
 
 import gzip
@@ -85,13 +85,13 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_fashion_mnist(folder: str = "", size: int = 32, limit: int = 0) -> Dataset:
     where = find_files(folder)
     (train_x, train_y), (test_x, test_y) = read_split(where, "train"), read_split(where, "test")
-    owner, attacker = split_training_set(to_unit_images(train_x, size), torch.as_tensor(train_y.astype(np.int64)),
+    owner, independent = split_training_set(to_unit_images(train_x, size), torch.as_tensor(train_y.astype(np.int64)),
                                          limit)
     test = Split(to_unit_images(test_x, size), torch.as_tensor(test_y.astype(np.int64)))
-    return Dataset("fashion_mnist", owner, attacker, test, CLASS_NAMES)
+    return Dataset("fashion_mnist", owner, independent, test, CLASS_NAMES)
 
 
 register_dataset(DatasetInfo(
     "fashion_mnist", "Fashion-MNIST: 70,000 28×28 grey product photos (Zalando), the original IDX files", 28, 1,
-    CLASS_NAMES, "official training set (or a stratified subset) owner 2 : attacker 1; official 10,000-image test set",
+    CLASS_NAMES, "official training set (or a stratified subset) owner 2 : independent 1; official 10,000-image test set",
     lambda argument, size, limit: load_fashion_mnist(argument, size, limit)))

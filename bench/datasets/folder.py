@@ -24,12 +24,12 @@ def load_image_folder(root: str | Path, size: int = 32) -> Dataset:
         raise WmbenchError(f"not a class-per-subfolder image folder: {root} ({e})") from None
     x = torch.stack([folder[i][0] for i in range(len(folder))])
     y = torch.as_tensor(folder.targets, dtype=torch.int64)
-    owner, attacker, test = split_three_ways(x, y)
+    owner, independent, test = split_three_ways(x, y)
     names = tuple(c.replace("_", " ") for c in folder.classes)
-    return Dataset(root.name, owner, attacker, test, names)
+    return Dataset(root.name, owner, independent, test, names)
 
 
 register_dataset(DatasetInfo(
     "folder", "your own images: folder:<root>/<class name>/<image files>", 0, 3, (),
-    "owner 50 % / attacker 25 % / test 25 % of all images (stratified, seeded)",
+    "owner 50 % / independent 25 % / test 25 % of all images (stratified, seeded)",
     lambda argument, size, limit: load_image_folder(argument, size)))

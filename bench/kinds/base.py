@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Clean:
-    """A clean model of a kind: trained by the owner's recipe with `seed` on one split of the data (`owner`,
-    or `attacker`: data the owner never used), or a pretrained `checkpoint` (`open_clip:<model>:<pretrained>`)."""
+    """A clean model of a kind: trained by the owner's recipe with `seed` on one split of the data (`owner`;
+    `independent`: data the owner never used; `attacker`: the attacker's share of it), or a pretrained
+    `checkpoint` (`open_clip:<model>:<pretrained>`)."""
 
     seed: int
     split: str = "owner"
@@ -37,8 +38,22 @@ class KindBase:
 
     def innocents(self, profile: Any) -> list[Clean]:
         """The innocent models every owner key of this kind is checked against: `n_innocent` independently
-        trained clean models, every other one on the attacker's split (data the owner never used)."""
-        return [Clean(10_000 + i, "attacker" if i % 2 else "owner") for i in range(profile.n_innocent)]
+        trained clean models, every other one on the whole independent split (data the owner never used)."""
+        return [Clean(10_000 + i, "independent" if i % 2 else "owner") for i in range(profile.n_innocent)]
+
+    def scratch(self, profile: Any) -> list[Clean]:
+        """The attacker's own models, the baseline a theft must beat: the owner's recipe trained from scratch on
+        the attacker's data (`attacker_data_share` of the owner's size) with `scratch_seeds` seeds of its own."""
+        return [Clean(20_000 + i, "attacker") for i in range(profile.scratch_seeds)]
+
+    @staticmethod
+    def epochs_on(ctx: "Context", epochs: int, split: str) -> int:
+        """The epochs of the owner's recipe on `split`: as many optimisation steps as the owner's training takes
+        on the attacker's data (its recipe's epochs times the owner's size over the attacker's), so that the
+        attacker's own model is not short-trained as well as short of data; the recipe's `epochs` elsewhere."""
+        if split != "attacker":
+            return epochs
+        return epochs * max(1, round(len(ctx.data.owner) / max(len(ctx.data.attacker), 1)))
 
     def innocent_gap(self, profile: Any) -> str:
         """Why this kind has no innocent models in `profile`."""

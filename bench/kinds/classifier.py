@@ -34,13 +34,14 @@ class ClassifierKind(KindBase):
 
     def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
         data = ctx.data.split(split)
-        return self.train_on(ctx, data.x, data.y, seed)
+        return self.train_on(ctx, data.x, data.y, seed, self.epochs_on(ctx, ctx.profile.classifier_epochs, split))
 
-    def train_on(self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
-        """The owner's clean recipe on images `x` with labels `y` (also how a test plants a backdoor)."""
+    def train_on(self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int | None = None) -> nn.Module:
+        """The owner's clean recipe on images `x` with labels `y` (also how a test plants a backdoor), for
+        `epochs` (default: the profile's)."""
         torch.manual_seed(seed)
         model = self.new(ctx).to(ctx.device)
-        return train_supervised(model, x, y, epochs=ctx.profile.classifier_epochs, seed=seed,
+        return train_supervised(model, x, y, epochs=epochs or ctx.profile.classifier_epochs, seed=seed,
                                 lr=BASE_LR["classifier"], one_cycle=True)
 
     def utility(self, ctx: "Context", model: nn.Module) -> float:

@@ -46,8 +46,8 @@ class EncoderKind(KindBase):
     def train_base(self, ctx: "Context", seed: int, split: str = "owner") -> nn.Module:
         torch.manual_seed(seed)
         encoder = self.new(ctx).to(ctx.device)
-        return simclr_train(encoder, ctx.data.split(split).x, epochs=ctx.profile.encoder_epochs, seed=seed,
-                            lr=BASE_LR["encoder"], one_cycle=True)
+        return simclr_train(encoder, ctx.data.split(split).x, epochs=self.epochs_on(ctx, ctx.profile.encoder_epochs, split),
+                            seed=seed, lr=BASE_LR["encoder"], one_cycle=True)
 
     def utility(self, ctx: "Context", model: nn.Module) -> float:
         d = ctx.data

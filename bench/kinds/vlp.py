@@ -199,6 +199,11 @@ class VlpKind(KindBase):
             return [Clean(0, checkpoint=c) for c in profile.vlp_innocents]
         return super().innocents(profile)
 
+    def scratch(self, profile: Any) -> list[Clean]:
+        """Trained here: the default baseline. From a pretrained source there is no recipe to train from scratch
+        (every seed's base is the checkpoint itself), so no baseline: every removal counts as a theft."""
+        return [] if profile.vlp.startswith("open_clip:") else super().scratch(profile)
+
     def innocent_gap(self, profile: Any) -> str:
         if profile.vlp.startswith("open_clip:"):
             return "pretrained VLP source and no innocent checkpoints named (--vlp-innocents)"
@@ -214,7 +219,8 @@ class VlpKind(KindBase):
         torch.manual_seed(seed)
         model = self.new(ctx).to(ctx.device)
         data = ctx.data.split(split)
-        return clip_train(model, data.x, data.y, ctx.data.class_names, epochs=ctx.profile.clip_epochs, seed=seed)
+        return clip_train(model, data.x, data.y, ctx.data.class_names,
+                          epochs=self.epochs_on(ctx, ctx.profile.clip_epochs, split), seed=seed)
 
     def utility(self, ctx: "Context", model: nn.Module) -> float:
         weights = class_embeddings(model, ctx.data.class_names)
