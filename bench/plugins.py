@@ -63,9 +63,11 @@ class Catalog(Generic[T]):
                 if not hasattr(entry, "name"):
                     raise WmbenchError(f"{ep.value} has no `name`")
                 checked = self.check(entry)
-                if entry.name not in self._entries:
-                    self._entries[entry.name], self._sources[entry.name] = checked, entry
-                    self._plugins.add(entry.name)
+                if entry.name in self._entries and self._sources[entry.name] is not entry:
+                    raise WmbenchError(f"the name is taken: {self.what} '{entry.name}' is already registered "
+                                       f"({self._sources[entry.name]!r}); rename the plugin's")
+                self._entries[entry.name], self._sources[entry.name] = checked, entry
+                self._plugins.add(entry.name)
             except Exception as e:
                 detail = str(e) if isinstance(e, WmbenchError) else f"{e.__class__.__name__}: {e}"
                 message = f"plugin '{ep.name}' ({self.group}) refused: {detail}"

@@ -136,6 +136,44 @@ def gaussian_blur(sigma: float = 1.0) -> nn.Module:
     return _Lambda(blur)
 
 
+class OODFilter(nn.Module):
+    """An input check in front of a model: a query is rejected when any of its values lies outside [0, 1] (no
+    image a normal user sends does) or when its score — the mean squared z-score of its pixels under the
+    per-pixel `mean` and `std` of the images it was fitted on — exceeds `threshold`; a rejected query reaches
+    the model as the `mean` image, so every rejected query gets the one uninformative answer. Accepted queries
+    pass unchanged. `mean` and `std` are flat (C·H·W values, channel-major); the statistics are rebuilt from
+    them at build time and kept out of the state dict, so the recipe alone defines the filter."""
+
+    def __init__(self, mean: list[float], std: list[float], threshold: float):
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"ood_filter: {len(mean)} means but {len(std)} standard deviations")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+        self.threshold = float(threshold)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Per input, the mean over its values of ((x − mean) / std)²."""
+        z = (x.flatten(1) - self.mean.to(x)) / self.std.to(x)
+        return z.pow(2).mean(1)
+
+    def rejects(self, x: torch.Tensor) -> torch.Tensor:
+        """Per input, whether the filter answers it with the mean image (out of range, or scored above the
+        threshold)."""
+        out_of_range = ((x < 0) | (x > 1)).flatten(1).any(1)
+        return out_of_range | (self.score(x) > self.threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rejected = self.rejects(x).view(-1, *([1] * (x.dim() - 1)))
+        return torch.where(rejected, self.mean.to(x).view(x.shape[1:]), x)
+
+
+@register_transform("reject inputs with values outside [0, 1] or a mean squared per-pixel z-score (per-pixel `mean`, "
+                    "`std`) above `threshold`, and answer them as the `mean` image (an out-of-distribution filter)")
+def ood_filter(mean: list[float], std: list[float], threshold: float) -> nn.Module:
+    return OODFilter(mean, std, threshold)
+
+
 class _Lambda(nn.Module):
     """A parameter-free transform given as a function."""
 

@@ -1,4 +1,6 @@
 """The attacks a reviewer expects, each doing what it says on a constructed case."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,4 +54,64 @@ def test_every_attack_names_its_family_and_the_list_has_at_least_twelve():
     families = {n: registry.get_attack(n).family for n in names}
     assert "other" not in families.values(), families
     assert families["input_filter"] == "evasion" and families["embedding_transform"] == "output transformation"
+    assert families["weight_noise"] == families["model_merging"] == "weight-space"
     assert registry.get_attack("extraction>pruning:0.5").family == "extraction>pruning"
+
+
+def test_weight_noise_adds_the_requested_relative_noise_to_every_weight_and_is_seeded(make_ctx):
+    ctx = make_ctx("classifier", 0)
+    model = ctx.base_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    attack = registry.get_attack("weight_noise")
+    for strength in ("0.1", "0.5"):
+        noisy = dict(attack.run(ctx, model, strength).named_parameters())
+        for name, w in model.named_parameters():
+            if name.endswith("weight"):  # every convolution and linear weight moves, biases stay
+                assert not torch.equal(noisy[name], w), name
+            else:
+                assert torch.equal(noisy[name], w), name
+        for name in ("neck.0.weight", "backbone.stages.2.0.weight"):  # the two largest layers
+            ratio = ((noisy[name] - before[name]).std() / before[name].std()).item()
+            assert ratio == pytest.approx(float(strength), rel=0.2), (name, strength, ratio)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # the victim is untouched
+    again, other_seed = attack.run(ctx, model, "0.3"), attack.run(dataclasses.replace(ctx, seed=1), model, "0.3")
+    first = attack.run(ctx, model, "0.3")
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters()))
+    assert not torch.equal(first.neck[0].weight, other_seed.neck[0].weight)
+
+
+def test_model_merging_averages_every_float_entry_with_the_attackers_own_model(make_ctx):
+    ctx = make_ctx("classifier", 0)
+    stolen = ctx.base_model()
+    own = ctx.clean_model(ctx.kind.scratch(ctx.profile)[0])
+    a, b = stolen.state_dict(), own.state_dict()
+    assert not torch.allclose(a["head.weight"], b["head.weight"])  # two different models, so the average shows
+    attack = registry.get_attack("model_merging")
+    assert attack.strengths == ("0.9", "0.75") and attack.needs == "weights"
+    for strength in attack.strengths:
+        s = float(strength)
+        merged = attack.run(ctx, stolen, strength)
+        assert merged.spec == stolen.spec and not merged.training
+        state = merged.state_dict()
+        assert state.keys() == a.keys()
+        for name, w in state.items():
+            expected = s * a[name] + (1 - s) * b[name] if w.is_floating_point() else a[name]
+            assert w.shape == a[name].shape and torch.allclose(w, expected, rtol=0, atol=1e-6), (strength, name)
+        assert 0.2 < ctx.utility(merged) <= 1, strength
+    assert all(torch.equal(stolen.state_dict()[n], t) for n, t in a.items())  # the victim is untouched
+
+
+def test_model_merging_refuses_another_architecture_or_no_model_of_its_own(make_ctx):
+    from attacks.model_merging import merged
+    from bench.kinds.models import create_model
+    from bench.protocols import WmbenchError
+
+    ctx = make_ctx("classifier", 0)
+    small = create_model("small_cnn", in_channels=1, num_classes=10)
+    with pytest.raises(WmbenchError, match="differ in architecture"):
+        merged(small, create_model("resnet_cnn", in_channels=1, num_classes=10), 0.5)
+    with pytest.raises(WmbenchError, match="shape"):
+        merged(small, create_model("small_cnn", in_channels=1, num_classes=10, width=8), 0.5)
+    none_of_its_own = dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, scratch_seeds=0))
+    with pytest.raises(WmbenchError, match="attacker's own classifier model: the profile's scratch_seeds is 0"):
+        registry.get_attack("model_merging").run(none_of_its_own, small, "0.5")

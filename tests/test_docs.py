@@ -114,7 +114,7 @@ def test_every_python_block_runs(path, env, tmp_path):
 
 def test_the_example_plugins_are_listed_and_run_in_the_matrix(env, tmp_path):
     listed = run(wmbench(*console_command(PLUGIN_GUIDE, "wmbench list")[1:]), cwd=tmp_path, env=env).stdout
-    for name in ("noise_triggers", "weight_noise", "box_blur_service", "digits5", "tiny_mlp"):
+    for name in ("noise_triggers", "weight_jitter", "box_blur_service", "digits5", "tiny_mlp"):
         assert name in listed
     args = console_command(PLUGIN_GUIDE, "wmbench run --profile smoke")
     assert "--out" in args
@@ -123,9 +123,9 @@ def test_the_example_plugins_are_listed_and_run_in_the_matrix(env, tmp_path):
     table = pd.read_csv(out / "leaderboard.csv", dtype={"strength": str})
     rows = set(zip(table.defense, table.attack, table.strength))
     for defense in ("noise_triggers", "null_embedding"):  # the plugin attack pairs with in-tree defenses too
-        assert {(defense, "weight_noise", s) for s in ("0.1", "0.5", "0.5+ft")} | {(defense, "none", "-")} <= rows
+        assert {(defense, "weight_jitter", s) for s in ("0.1", "0.5", "0.5+ft")} | {(defense, "none", "-")} <= rows
     assert (table.status == "ok").all(), table[["defense", "attack", "strength", "status"]]
-    assert table[table.attack == "weight_noise"].attack_report.str.contains("relative_noise").all()
+    assert table[table.attack == "weight_jitter"].attack_report.str.contains("relative_noise").all()
     # the attack that serves its victim behind the plugin's own input transformation ran in every cell
     assert {(d, "box_blur_service", s) for d in ("noise_triggers", "null_embedding") for s in ("3", "5")} <= rows
     claims = pd.read_csv(out / "claims.csv")

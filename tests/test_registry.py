@@ -123,6 +123,23 @@ def test_a_plugin_that_does_not_subclass_the_base_gets_its_documented_defaults(p
         registry.reload()
 
 
+def test_a_plugin_named_like_a_built_in_is_refused_not_silently_dropped(plugin_entry_point):
+    class Pruning:
+        name, model_kinds, strengths, version = "pruning", ("classifier",), ("1",), "1"
+
+        def run(self, ctx, model, strength):
+            return model
+
+    plugin_entry_point(registry.ATTACK_GROUP, Pruning)
+    with pytest.warns(UserWarning, match="the name is taken: attack 'pruning' is already registered"):
+        registry.reload()
+    try:
+        assert registry.get_attack("pruning").strengths == ("0.2", "0.5", "0.8", "0.9", "0.9+ft")  # the built-in
+        assert any("already registered" in e for e in registry.plugin_errors)
+    finally:
+        registry.reload()
+
+
 def test_a_chain_spec_names_its_stages_kinds_strengths_and_threat_model():
     chain = registry.get_attack("extraction>fine_tuning:all_layers")
     assert chain.name == "extraction:8000>fine_tuning"  # a stage without strength runs at its strongest
