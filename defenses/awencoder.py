@@ -35,7 +35,7 @@ No code was released; everything below the abstract is a reconstruction:
 - Black-box verification (`awencoder_blackbox`): the suspect encoder is a frozen backbone under a
   downstream classifier that the verifier does not control (a logistic-regression head the deployer
   trains on the independent labelled split, data the owner never used); the verifier sees only its predicted labels and measures the
-  fraction of held-out samples whose label flips between x and x+δ. Its null comes from other keys on the
+  fraction of the first 128 held-out samples whose label flips between x and x+δ. Its null comes from other keys on the
   *same* suspect: the first `n_null_keys` null keys of the owner's key (`Context.null_keys`: secrets of the
   verifier's own, the owner's procedure on the owner's clean encoder, so on an innocent encoder they are
   exchangeable with the owner's key); the statistic is the owner's flip rate standardised against theirs (a
@@ -166,18 +166,22 @@ class AWEncoder(DefenseBase):
         return self.embed(ctx, model, key, ctx.data.attacker.x, epochs=budget,
                           seed=derive_seed(self.scheme, "pirate", key.secret))
 
-    def gains(self, ctx: Context, suspect: nn.Module, key: Key) -> np.ndarray:
-        """Per held-out sample, cos(f(x+δ), f(key)) − cos(f(x), f(key)) on the suspect f."""
-        x = ctx.data.verification.x
+    def gains(self, ctx: Context, suspect: nn.Module, key: Key, n: int | None = None,
+              digest: str | None = None) -> np.ndarray:
+        """Per held-out sample (the first `n`; None: all), cos(f(x+δ), f(key)) − cos(f(x), f(key)) on the suspect
+        f (`digest`: its weights digest, when the caller has it)."""
+        x = ctx.data.verification.x[:n]
         key_image = key.tensors["key_image"].to(x.device)
-        clean = _clean_embeddings((weights_digest(suspect), ctx.data.name, tuple(x.shape)), lambda: predict(suspect, x))
+        digest = digest or weights_digest(suspect)
+        clean = _clean_embeddings((digest, ctx.data.name, tuple(x.shape)), lambda: predict(suspect, x))
         with torch.no_grad():
             target = suspect(key_image)
             return (cos(predict(suspect, self.mark(x, key)), target) - cos(clean, target)).cpu().numpy()
 
     def score_many(self, ctx: Context, suspect: nn.Module, keys: Sequence[Key], floor: float = float("-inf")) -> list[float]:
-        """The mean gain per key (the white-box statistic)."""
-        return [float(self.gains(ctx, suspect, key).mean()) for key in keys]
+        """The mean gain per key (the white-box statistic) on the first `SCORE_IMAGES` held-out images."""
+        digest = weights_digest(suspect)
+        return [float(self.gains(ctx, suspect, key, SCORE_IMAGES, digest).mean()) for key in keys]
 
     def verify(self, ctx: Context, suspect: nn.Module, key: Key) -> Verification:
         gain = self.gains(ctx, suspect, key)
@@ -187,6 +191,7 @@ class AWEncoder(DefenseBase):
         return Verification(detected, statistic, self.gain_threshold, p_value, {"gain_median": float(np.median(gain))})
 
 
+SCORE_IMAGES = 128  # held-out images the key-randomization test scores each key on (the white-box verify uses all)
 _clean_embeddings = Memo(8)  # a suspect's embeddings of the clean verification images, shared by every key
 _null_memo = Memo(64)
 _deployed = Memo(8)
@@ -213,12 +218,14 @@ class AWEncoderBlackBox(AWEncoder):
     n_null_keys = 10
 
     def flip_rate(self, ctx: Context, encoder: nn.Module, key: Key) -> float:
-        downstream, clean_labels = deploy(ctx, encoder)
-        return float(np.mean(clean_labels != downstream(self.mark(ctx.data.verification.x, key))))
+        return self.score_many(ctx, encoder, [key])[0]
 
     def score_many(self, ctx: Context, suspect: nn.Module, keys: Sequence[Key], floor: float = float("-inf")) -> list[float]:
-        """The flip rate per key (the black-box statistic: all the verifier sees are labels)."""
-        return [self.flip_rate(ctx, suspect, key) for key in keys]
+        """The flip rate per key (the black-box statistic: all the verifier sees are labels) on the first
+        `SCORE_IMAGES` held-out images."""
+        downstream, clean_labels = deploy(ctx, suspect)
+        x = ctx.data.verification.x[:SCORE_IMAGES]
+        return [float(np.mean(clean_labels[:SCORE_IMAGES] != downstream(self.mark(x, key)))) for key in keys]
 
     def null_flip_rates(self, ctx: Context, suspect: nn.Module, key: Key) -> np.ndarray:
         """Flip rates on the suspect of the first `n_null_keys` null keys of `key` (`Context.null_keys`: the same

@@ -91,7 +91,7 @@ def test_black_box_decides_from_predicted_labels_only(setup, monkeypatch):
     _, ctx, key, marked = setup
     blackbox = get_defense("awencoder_blackbox")
 
-    owners_images = blackbox.mark(ctx.data.verification.x, key)
+    owners_images = blackbox.mark(ctx.data.verification.x[: aw.SCORE_IMAGES], key)
 
     def fake_deploy(ctx_, encoder):
         def labels(images):  # label 1 only for the owner's marked images, on the marked suspect
