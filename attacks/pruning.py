@@ -9,14 +9,10 @@ import torch
 from torch import nn
 
 from bench.context import Context, derive_seed
-from bench.kinds.models import clone
+from bench.kinds.models import clone, layer_weights
 from bench.protocols import AttackBase
 from bench.registry import register_attack
 from bench.training import pruned
-
-
-def prunable(model: nn.Module) -> list[nn.Parameter]:
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 def magnitude_masks(weights: list[nn.Parameter], sparsity: float) -> list[torch.Tensor]:
@@ -38,7 +34,7 @@ class Pruning(AttackBase):
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
         sparsity = float(strength.removesuffix("+ft"))
         model = clone(model).to(ctx.device)
-        weights = prunable(model)
+        weights = layer_weights(model)
         with pruned(list(zip(weights, magnitude_masks(weights, sparsity)))):
             if strength.endswith("+ft"):  # the surviving weights are fine-tuned, the pruned ones stay zero
                 ctx.kind.adapt(ctx, model, epochs=ctx.profile.attack_epochs, lr=1e-3,

@@ -8,13 +8,9 @@ import torch
 from torch import nn
 
 from bench.context import Context, derive_seed
-from bench.kinds.models import clone
+from bench.kinds.models import clone, layer_weights
 from bench.protocols import MODEL_KINDS, AttackBase
 from bench.registry import register_attack
-
-
-def perturbed_weights(model: nn.Module) -> list[nn.Parameter]:
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 @register_attack
@@ -30,7 +26,7 @@ class WeightNoise(AttackBase):
         gen = torch.Generator().manual_seed(derive_seed(self.name, strength, ctx.seed))
         noisy = clone(model)
         with torch.no_grad():
-            for w in perturbed_weights(noisy):
+            for w in layer_weights(noisy):
                 sigma = w.std(correction=0) * relative
                 w.add_(sigma * torch.randn(w.shape, generator=gen).to(device=w.device, dtype=w.dtype))
         return noisy.eval()

@@ -7,13 +7,9 @@ import torch
 from torch import nn
 
 from bench.context import Context
-from bench.kinds.models import clone
+from bench.kinds.models import clone, layer_weights
 from bench.protocols import MODEL_KINDS, AttackBase
 from bench.registry import register_attack
-
-
-def quantized_weights(model: nn.Module) -> list[nn.Parameter]:
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 @register_attack
@@ -27,7 +23,7 @@ class WeightQuantization(AttackBase):
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:
         copy = clone(model)
         with torch.no_grad():
-            for w in quantized_weights(copy):
+            for w in layer_weights(copy):
                 if strength == "fp16":
                     w.copy_(w.half().float())
                 else:

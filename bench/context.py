@@ -62,9 +62,9 @@ class NullKeys(Sequence[Key]):
         return self.size
 
     def __getitem__(self, i):  # type: ignore[override]
-        stop = (i.indices(self.size)[1] if isinstance(i, slice) else i + 1)
-        self._make(min(stop, self.size))
-        return self.made[:self.size][i]
+        positions = range(self.size)[i]  # an index or a slice of the K positions (IndexError beyond them)
+        self._make(max(positions, default=-1) + 1 if isinstance(positions, range) else positions + 1)
+        return [self.made[j] for j in positions] if isinstance(positions, range) else self.made[positions]
 
     def _make(self, n: int) -> None:
         collide = self.defense.keys_collide if self.avoid is not None else None

@@ -17,7 +17,7 @@ from bench.cache import atomic_write
 from bench.claims import claims_table, owner_verified
 from bench.results import ResultsDB
 from bench.nulls import check_alpha
-from bench.scoring import NO_MARK, UNSURE_MARK, leaderboard, undecided
+from bench.scoring import NO_MARK, UNSURE_MARK, UNTESTED, leaderboard, undecided
 
 
 def reproduce_command(config: dict) -> str:
@@ -192,6 +192,8 @@ def summary_outcome(best: pd.Series) -> str:
                 else undecided(best["seeds_detected"], best["n_seeds"]))
     if str(best["removal_verdict"]).startswith("removed, "):  # removed, but the theft did not (surely) pay
         return str(best["removal_verdict"])
+    if verdict == UNTESTED:
+        return "untested"
     if verdict.startswith(UNSURE_MARK):
         return "undecided before " + verdict[len(UNSURE_MARK):].strip().removeprefix("undecided ")
     if verdict.startswith("undecided"):

@@ -22,7 +22,7 @@ ASSETS = ("wmbench.js", "style.css")
 OUTCOMES = {"removed, ": "unpaid", "no better than its own model": "unpaid",
             "removed": "removed", "kept": "kept", "utility lost": "utility-lost", "control": "control", "n/a": "na",
             "failed": "failed", "verified": "kept", "not verified before": "na", "not verified": "removed",
-            "undecided": "undecided"}
+            "undecided": "undecided", "untested": "na"}
 FILTERS = ("defense", "attack", "model_kind")
 
 

@@ -105,6 +105,11 @@ def prunable_units(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return submodule(model, layer), submodule(model, activation)
 
 
+def layer_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The weight of every convolution and linear layer (what weight-space attacks prune, quantise or perturb)."""
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
 def output_transform(model: nn.Module) -> torch.Tensor:
     """The model's fixed output transform (a buffer: composing with it, `T.copy_(T @ M)`, changes the model)."""
     return submodule(model, _metadata(model, "transform"))
