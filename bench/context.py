@@ -43,8 +43,8 @@ def innocent_pool_gap(profile: Profile, kind: str) -> str:
 
 class NullKeys(Sequence[Key]):
     """The null keys of one key for a key-randomization test (`bench.nulls`): `size` keys in a fixed order,
-    drawn by the defense's `null_key` with secrets derived from the key's, the model it was made for and the
-    position; made when first asked for, kept for the process, and in the artifact cache where the defense
+    drawn by the defense's `null_key` for the model the key was made for, with secrets derived from the
+    scheme, the key's secret and the position; made when first asked for, kept for the process, and in the artifact cache where the defense
     says they are worth storing. With `avoid`, candidates that collide with that key (`keys_collide`) are
     skipped — the same constraint the harness puts on a pirate's secret, so the pirate's key and its nulls are
     drawn alike."""

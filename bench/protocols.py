@@ -167,7 +167,9 @@ class DefenseBase:
     control: ClassVar[bool] = False  # an unwatermarked control: its rows show what attacks cost, never a removal
     claims: ClassVar[tuple[Any, ...]] = ()  # its paper's headline claims (`bench.claims.Claim`)
     # `keys_collide(owner, pirate) -> bool`: when a pirate's key would coincide with the owner's (the harness
-    # then draws the pirate another secret); None: keys never collide, and no key is made to check.
+    # then draws the pirate another secret); None: keys never collide, and no key is made to check. It may read
+    # only what a key takes from its secret, not from the model it is made for: the harness checks a candidate
+    # made for the owner's clean model.
     keys_collide: ClassVar[Callable[[Key, Key], bool] | None] = None
     cache_null_keys: ClassVar[bool] = True  # null keys go to the artifact cache (False: they cost microseconds to draw)
 

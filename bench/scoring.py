@@ -172,7 +172,7 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "innocent_fpr_ci_high": wilson(fka, fna)[1],
             "false_positive_rate": fk / fn if fn else float("nan"),
             "fpr_ci_low": wilson(fk, fn)[0], "fpr_ci_high": wilson(fk, fn)[1],
-            "n_innocent_pairs": fn,
+            "n_innocent_pairs": fna if rule == "alpha" and fna else fn,
             "n_innocent_models": len({c.unit for p in preps for c in p.innocent_checks}),
             "n_attacked_clean": len(matched),
             "fpr_note": gap,

@@ -60,6 +60,29 @@ def test_a_key_above_every_null_gets_the_smallest_p_and_a_key_below_stops_early(
     assert not low.smallest
 
 
+def test_nulls_are_scored_in_growing_batches_and_a_nan_statistic_is_no_evidence():
+    asked = []
+    full = key_test(0.5, lambda a, b: asked.append((a, b)) or [0.0] * (b - a), 99)
+    assert asked == [(0, 20), (20, 60), (60, 99)] and full.scored == 99 and full.smallest
+    nan = key_test(float("nan"), lambda a, b: [0.0] * (b - a), 99)
+    assert nan.p_value == 1.0 and not nan.smallest
+    with pytest.raises(ValueError, match="gave 3 scores, not 20"):
+        key_test(0.5, lambda a, b: [0.0] * 3, 99)
+
+
+def test_null_embedding_proves_a_key_below_the_floor_only_when_it_is(make_ctx, make_marked):
+    """`score_many(floor=f)` answers -inf only for keys whose exact statistic lies below f, and the exact
+    statistic for every other key, on the marked model and on a clean one."""
+    defense, ctx, key, marked = make_marked("null_embedding", "classifier", 7)
+    keys = [key] + [defense.make_key(ctx, 1000 + j) for j in range(30)]
+    for model in (marked, ctx.base_model()):
+        exact = defense.score_many(ctx, model, keys)
+        for floor in sorted(set(exact))[-3:] + [0.5]:  # floors at the keys' own scores (ties) and between them
+            bounded = defense.score_many(ctx, model, keys, floor=floor)
+            for e, b in zip(exact, bounded):
+                assert b == e if e >= floor else b in (e, float("-inf")), (floor, e, b)
+
+
 def test_a_level_finer_than_the_null_resolves_is_refused_in_one_line():
     check_alpha(0.01, 99)
     check_alpha(0.05, 19)
