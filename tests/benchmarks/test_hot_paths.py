@@ -108,6 +108,14 @@ def test_scoring_all_null_keys_of_a_key(benchmark, make_ctx, defense_name):
     assert len(scores) == len(nulls) == ctx.profile.null_keys
 
 
+def test_making_an_awencoder_key(benchmark, make_ctx):
+    """One key by the owner's procedure (PGD on 64 owner images): what each of AWEncoder's 99 null keys costs."""
+    defense = get_defense("awencoder")
+    ctx = make_ctx("encoder")
+    key = benchmark.pedantic(defense.make_key, (ctx, 11), rounds=1, iterations=1)
+    assert key.params["pgd_steps"] > 10 and float(key.tensors["delta"].abs().max()) <= defense.epsilon + 1e-6
+
+
 def test_making_the_null_keys_of_a_vlpmarker_key(benchmark, make_ctx):
     defense = get_defense("vlpmarker")
     ctx = make_ctx("vlp")
