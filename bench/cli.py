@@ -104,21 +104,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif not (out / DB_NAME).is_file():
         raise WmbenchError(f"no results database in {out} (run `wmbench run --out {out}` first)")
     else:
-        table = write_leaderboard(out, args.profile).table
+        table = write_leaderboard(out, args.profile, args.alpha).table
     print(f"{len(table)} rows written to {out / 'leaderboard.csv'}, .md, .png and claims.csv")
     if args.latex:
-        for path in write_latex(out, args.profile):
+        for path in write_latex(out, args.profile, args.alpha):
             print(f"LaTeX (booktabs): {path}")
     if args.site or args.screenshot:
-        _site(out, args.profile, args.screenshot)
+        _site(out, args.profile, args.screenshot, args.alpha)
     return 0
 
 
-def _site(out: Path, profile: str, screenshot: bool) -> None:
+def _site(out: Path, profile: str, screenshot: bool, alpha: float | None = None) -> None:
     from bench.site import screenshot as take_screenshot
     from bench.site import write_site
 
-    index = write_site(out, profile)
+    index = write_site(out, profile, alpha)
     print(f"site: {index}")
     if screenshot:
         print(f"screenshot (headless Chromium): {take_screenshot(index, index.parent / 'screenshot.png')}")
@@ -264,6 +264,8 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="results", help="the run (or published) folder; with --merge, where the "
                                                          "combined run is written")
     report.add_argument("--profile", default="default", help="the run's profile label (as in its leaderboard title)")
+    report.add_argument("--alpha", type=float, help="read the run's key-randomization tests at this level instead "
+                                                    "of the run's own (no finer than 1/(K+1) for its K null keys)")
     report.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
                         help="combine the databases of these runs (same profile) into --out")
     report.add_argument("--latex", action="store_true",

@@ -40,7 +40,8 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
 
 - Every check is a key-randomization test (docs/statistics.md): the key's statistic on the suspect ranked
   among `null_units` = K null keys drawn by the defense's own key procedure, p = (1 + #nulls ≥ it)/(K + 1),
-  exact when the suspect was not derived from the key's marked model; a key is detected when p ≤ α = {alpha:g}.
+  valid when the suspect was not derived from the key's marked model (conservative with ties); a key is
+  detected when p ≤ α = {alpha:g}.
   `p_value`: the median over seeds of the owner's check; `tpr_at_alpha`: the fraction of seeds detected.
   `verification_rate` is the same check by the method's own rule at its paper's `threshold`.
 - False accusation: `innocent_fpr_at_alpha` is the fraction of (innocent model, owner's key) pairs detected
@@ -306,10 +307,10 @@ def claims_markdown(claims: pd.DataFrame) -> str:
     return f"{CLAIMS_LEGEND}\n\n{tabulate(claims, headers='keys', tablefmt='github', showindex=False)}\n"
 
 
-def write_latex(out: Path, profile: str = "default") -> list[Path]:
+def write_latex(out: Path, profile: str = "default", alpha: float | None = None) -> list[Path]:
     """The summary matrix and the claims table as LaTeX `booktabs` tables (`summary.tex`, `claims.tex`)."""
     out = Path(out)
-    loaded = load_table(out, profile)
+    loaded = load_table(out, profile, alpha)
     table = loaded.table
     tables = {"summary.tex": (summary_matrix(table), "Defense $\\times$ attack: the attacker's best setting and its outcome."),
               "claims.tex": (claims_table(table, loaded.drop, loaded.methods, loaded.paper_table),

@@ -26,10 +26,11 @@ OUTCOMES = {"removed, ": "unpaid", "no better than its own model": "unpaid",
 FILTERS = ("defense", "attack", "model_kind")
 
 
-def write_site(out: Path, profile: str = "default") -> Path:
-    """The site of the run (or published) folder `out`, written to `out/site/`; returns its index.html."""
+def write_site(out: Path, profile: str = "default", alpha: float | None = None) -> Path:
+    """The site of the run (or published) folder `out`, written to `out/site/` (read at `alpha`, default the
+    run's own); returns its index.html."""
     out = Path(out)
-    loaded = load_table(out, profile)
+    loaded = load_table(out, profile, alpha)
     db = loaded.db
     return render_site(loaded.table, out / "site", profile=profile, drop=loaded.drop, alpha=loaded.alpha,
                        methods=loaded.methods, paper_table=loaded.paper_table, reproducibility=reproducibility_line(db.meta("environment")) + " "

@@ -100,6 +100,11 @@ def test_publish_copies_a_run_and_its_summary_into_the_readme(run_config, tmp_pa
     assert "Setting: dataset `digits` at 16×16, all its training images" in (published / "leaderboard.md").read_text()
     text = readme.read_text()
     assert "stale" not in text and "| vlpmarker | n/a" in text.replace("  ", "") and text.endswith(f"{other}rest\n")
+    # the run read again at another level: one it resolves (smoke: 19 null keys), and one it does not
+    assert main(["report", "--out", str(published), "--profile", "smoke", "--alpha", "0.1"]) == 0
+    assert "detected when p ≤ α = 0.1." in (published / "leaderboard.md").read_text()
+    assert main(["report", "--out", str(published), "--profile", "smoke", "--alpha", "0.01"]) == 2
+    assert "finer than the null resolves: 19 null keys" in capsys.readouterr().err
     assert main(["publish", "--from", str(cfg.out), "--to", str(cfg.out)]) == 2
     assert main(["publish", "--from", str(tmp_path / "nothing"), "--to", str(published)]) == 2
     assert "no results database" in capsys.readouterr().err
