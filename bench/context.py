@@ -80,6 +80,7 @@ class NullKeys(Sequence[Key]):
                 self.made.append(null)
 
 
+_scratch_utilities = Memo(8)  # per (kind, data, profile): the same for every defense and seed of a run
 _null_sets = Memo(64)  # a process's null keys per (scheme, key, reference model, avoided key, profile)
 
 
@@ -134,7 +135,10 @@ class Context:
         """The mean utility of the attacker's own models (the kind's `scratch` policy: the owner's recipe from
         scratch on the attacker's data), the utility a theft must beat; None where the kind has none."""
         models = self.kind.scratch(self.profile)
-        return float(np.mean([self.utility(self.clean_model(c)) for c in models])) if models else None
+        if not models:
+            return None
+        return _scratch_utilities((self.kind_name, self.data.name, repr(self.profile)),
+                                  lambda: float(np.mean([self.utility(self.clean_model(c)) for c in models])))
 
     def utility(self, model: nn.Module) -> float:
         return self.kind.utility(self, model.to(self.device).eval())
