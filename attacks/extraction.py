@@ -54,7 +54,8 @@ def extract(ctx: Context, victim: nn.Module, budget: int, seed: int) -> nn.Modul
 
 
 def stolen_model(ctx: Context, victim: nn.Module, budget: int) -> nn.Module:
-    """The thief's student for this victim, budget and cell seed (trained once, then loaded)."""
+    """The thief's student for this victim, budget and cell seed (trained once, then loaded); its architecture
+    is the profile's for the kind (`extraction_cross` hands in a context whose profile names another)."""
     seed = derive_seed(Extraction.name, str(budget), ctx.seed)
     desc = {"role": "stolen", "version": Extraction.version, "victim": weights_digest(victim), "budget": budget,
             "seed": seed, "profile": ctx.profile.describe()}
@@ -66,7 +67,7 @@ class Extraction(AttackBase):
     name = "extraction"
     family = "extraction"
     model_kinds = ("classifier", "encoder", "vlp")
-    strengths = ("500", "2000", "8000")
+    strengths = ("2000", "8000")
     needs = "queries"
     version = "2"
 

@@ -8,11 +8,15 @@ at a `Transform`), so the wrapper's recipe is data: `{"name": "served", "kwargs"
 recipe>, "pre": [...], "post": [...]}}`, which the artifact cache stores and rebuilds like any model's."""
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from bench.kinds.models import create_model, register_architecture
@@ -134,6 +138,37 @@ def gaussian_blur(sigma: float = 1.0) -> nn.Module:
                         groups=c)
 
     return _Lambda(blur)
+
+
+@register_transform("JPEG compression of each input at `quality` (1–100; the image clamped into [0, 1] and rounded to "
+                    "8 bits first, as an image file is; Pillow's encoder), decoded back before the model")
+def jpeg(quality: int = 50) -> nn.Module:
+    def compress(x: torch.Tensor) -> torch.Tensor:
+        images = torch.round(x.detach().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        decoded = []
+        for image in images:
+            channels = image.shape[-1]
+            buffer = io.BytesIO()
+            Image.fromarray(image[..., 0] if channels == 1 else image).save(buffer, format="JPEG", quality=int(quality))
+            decoded.append(np.asarray(Image.open(buffer).convert("L" if channels == 1 else "RGB")).reshape(image.shape))
+        return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(x) / 255
+
+    return _Lambda(compress)
+
+
+@register_transform("additive Gaussian noise of standard deviation `std` on every input value, not clamped (the noise "
+                    "of each query drawn from `seed` and the query itself, so an answer is reproducible)")
+def gaussian_noise(std: float = 0.1, seed: int = 0) -> nn.Module:
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        flat = x.detach().flatten(1).float().cpu()
+        out = torch.empty_like(flat)
+        for i, row in enumerate(flat):  # a query's noise depends on the query, not on the batch it came in
+            gen = torch.Generator().manual_seed(seed ^ int.from_bytes(hashlib.blake2b(row.numpy().tobytes(),
+                                                                                      digest_size=7).digest(), "big"))
+            out[i] = torch.randn(row.shape, generator=gen)
+        return x + std * out.reshape(x.shape).to(x)
+
+    return _Lambda(noisy)
 
 
 class OODFilter(nn.Module):

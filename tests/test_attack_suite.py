@@ -115,3 +115,51 @@ def test_model_merging_refuses_another_architecture_or_no_model_of_its_own(make_
     none_of_its_own = dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, scratch_seeds=0))
     with pytest.raises(WmbenchError, match="attacker's own classifier model: the profile's scratch_seeds is 0"):
         registry.get_attack("model_merging").run(none_of_its_own, small, "0.5")
+
+
+class _Opaque(torch.nn.Module):
+    """A victim that answers queries but shows no weights: its model is hidden from `parameters()` and
+    `state_dict()`, so whatever trains on it can only have used its answers."""
+
+    def __init__(self, model):
+        super().__init__()
+        object.__setattr__(self, "_hidden", model)
+
+    def forward(self, x):
+        return self._hidden(x)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "encoder"])
+def test_cross_architecture_extraction_trains_the_other_architecture_from_answers_alone(make_ctx, kind):
+    from attacks.extraction import extract
+    from attacks.extraction_cross import ARCHITECTURE_FIELD, other_architecture
+
+    ctx = make_ctx(kind, 0)
+    victim = ctx.base_model()
+    field = ARCHITECTURE_FIELD[kind]
+    theirs = other_architecture(kind, getattr(ctx.profile, field))
+    assert theirs != victim.spec["name"] and theirs.startswith("resnet")
+    opaque = _Opaque(victim)
+    assert list(opaque.parameters()) == [] and opaque.state_dict() == {}
+    thief = dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, **{field: theirs},
+                                                                 extraction_epochs=4))
+    student = extract(thief, opaque, 1000, seed=3)
+    assert student.spec["name"] == theirs
+    chance = 1 / ctx.data.num_classes
+    assert ctx.utility(student) > chance + 0.3  # it learnt the task from the victim's answers
+    attack = registry.get_attack("extraction_cross")
+    assert attack.family == "extraction" and attack.needs == "queries" and "vlp" not in attack.model_kinds
+
+
+def test_overwriting_embeds_a_second_mark_of_the_same_scheme_into_a_copy(make_marked):
+    defense, ctx, key, marked = make_marked("null_embedding", "classifier", 11)
+    before = [p.detach().clone() for p in marked.parameters()]
+    attack = registry.get_attack("overwriting")
+    assert attack.family == "overwriting" and attack.per_defense and attack.strengths_for("classifier") == ("24",)
+    outcome = attack.run(ctx, marked, "24")
+    second = outcome.pirate_key
+    assert second is not None and not defense.keys_collide(key, second)
+    assert defense.verify(ctx, outcome.model, second).detected  # the overwriter's own mark took
+    assert not defense.verify(ctx, marked, second).detected  # and was not there before
+    assert all(torch.equal(a, b) for a, b in zip(before, marked.parameters()))  # the victim is a copy
+    assert "vlp" not in attack.model_kinds

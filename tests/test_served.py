@@ -153,3 +153,28 @@ def test_the_ood_filter_takes_null_embeddings_mark_at_a_small_cost(make_marked):
     filtered = registry.get_attack("input_filter").run(ctx, marked, "ood1").model
     assert not defense.verify(ctx, filtered, key).detected
     assert ctx.utility(marked) - 0.05 <= ctx.utility(filtered) < ctx.utility(marked)
+
+
+def test_jpeg_compresses_each_image_to_eight_bit_values_close_to_the_input():
+    jpeg = get_transform("jpeg").build(quality=50)
+    smooth = torch.linspace(0, 1, 16).repeat(16, 1).expand(3, 1, 16, 16).clone()
+    out = jpeg(smooth)
+    assert out.shape == smooth.shape and 0 <= out.min() and out.max() <= 1
+    assert torch.allclose(out * 255, torch.round(out * 255), atol=1e-4)  # decoded 8-bit values
+    assert 0 < (out - smooth).abs().mean() < 0.05  # lossy, yet close on a smooth image
+    wild = smooth.clone()
+    wild[:, :, :3, :3] = 1000.0
+    assert jpeg(wild).max() <= 1  # an image file holds no value outside [0, 1]
+    assert torch.equal(jpeg(smooth[:1]), out[:1])  # each image on its own
+    assert get_transform("jpeg").build(quality=95)(smooth).sub(smooth).abs().mean() < (out - smooth).abs().mean()
+
+
+def test_additive_noise_has_its_standard_deviation_is_not_clamped_and_depends_only_on_the_query():
+    noise = get_transform("gaussian_noise").build(std=0.1, seed=7)
+    x = torch.rand(64, 1, 16, 16)
+    y = noise(x)
+    assert (y - x).std().item() == pytest.approx(0.1, rel=0.05)
+    assert y.min() < 0 or y.max() > 1  # not clamped: the noise alone is what is tested
+    assert torch.equal(noise(x[5:9]), y[5:9])  # a query's noise does not depend on its batch
+    assert not torch.allclose(y[0] - x[0], y[1] - x[1])  # nor repeat across queries
+    assert not torch.equal(get_transform("gaussian_noise").build(std=0.1, seed=8)(x), y)
