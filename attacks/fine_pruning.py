@@ -42,7 +42,7 @@ class FinePruning(AttackBase):
     name = "fine_pruning"
     family = "pruning"
     model_kinds = ("classifier", "encoder", "vlp")
-    strengths = ("0.2", "0.5", "0.8")
+    strengths = ("0.5", "0.8")
     version = "1"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> AttackOutput:

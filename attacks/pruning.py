@@ -28,7 +28,7 @@ class Pruning(AttackBase):
     name = "pruning"
     family = "pruning"
     model_kinds = ("classifier", "encoder", "vlp")
-    strengths = ("0.2", "0.5", "0.8", "0.9", "0.9+ft")
+    strengths = ("0.5", "0.8", "0.9", "0.9+ft")
     version = "1"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:

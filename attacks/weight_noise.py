@@ -18,7 +18,7 @@ class WeightNoise(AttackBase):
     name = "weight_noise"
     family = "weight-space"
     model_kinds = MODEL_KINDS
-    strengths = ("0.1", "0.3", "0.5")  # σ relative to each weight tensor's standard deviation
+    strengths = ("0.3", "0.5")  # σ relative to each weight tensor's standard deviation
     version = "1"
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> nn.Module:

@@ -33,7 +33,7 @@ class Profile:
     attack_epochs: int = 6  # epochs an attacker spends training (fine-tuning, unlearning)
     cleanse_rounds: int = 20  # Neural Cleanse's trigger search per label: at most this many rounds of 10 steps
     extraction_epochs: int = 10  # epochs an extraction thief trains its student over its queries (more queries = more steps)
-    n_innocent: int = 20  # independently trained clean models per kind (bench.context.innocent_pool)
+    n_innocent: int = 10  # independently trained clean models per kind (bench.context.innocent_pool)
     null_keys: int = 99  # K, the null keys of every key-randomization test (bench/nulls.py): p-values resolve α ≥ 1/(K+1)
     alpha: float = 0.01  # the level verdicts are read at unless the run says otherwise (`--alpha`)
     vlp_innocents: tuple[str, ...] = ()  # with a pretrained VLP source: other checkpoints, the innocent models

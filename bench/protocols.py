@@ -165,6 +165,10 @@ class DefenseBase:
     thief_access: ClassVar[str] = "weights"
     scheme: ClassVar[str | None] = None  # defenses that differ only in verification share a scheme (keys, marked models)
     control: ClassVar[bool] = False  # an unwatermarked control: its rows show what attacks cost, never a removal
+    # The defense this one is another configuration of (e.g. another λ). A run that names no defenses gives a
+    # variant only the `none` attack — whether its mark embeds, false accusations, key specificity — and the
+    # whole attack matrix to the method's best configuration; `--defenses <variant>` runs it against every attack.
+    variant_of: ClassVar[str] = ""
     claims: ClassVar[tuple[Any, ...]] = ()  # its paper's headline claims (`bench.claims.Claim`)
     # `keys_collide(owner, pirate) -> bool`: when a pirate's key would coincide with the owner's (the harness
     # then draws the pirate another secret); None: keys never collide, and no key is made to check. It may read

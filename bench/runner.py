@@ -90,7 +90,7 @@ def make_plan(cfg: RunConfig) -> Plan:
     cells, outside = [], {}
     for d in defenses:
         for a in attacks:
-            if not registry.compatible(d, a):
+            if not registry.compatible(d, a) or (d.variant_of and not cfg.defenses and a.name != "none"):
                 continue
             gap = registry.threat_model_gap(d, a)
             for s in registry.strengths_for(a, d.model_kind):
@@ -262,15 +262,17 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
         # profile's `clean_control_seeds`): it doubles an attack's cost wherever no other cell shares it
         controlled = cell.seed < wb.profile.clean_control_seeds
         clean_outcome = ctx.attacked(attack, ctx.base_model(), cell.strength) if controlled else None
-        nulls = ctx.null_keys(defense, key)
         # a pirate made its key for the model it held: its null keys are drawn for that model, under the same
-        # constraint as its secret (never colliding with the owner's key)
+        # constraint as its secret (never colliding with the owner's key); on a suspect that carries a pirate's
+        # mark, the owner's null keys are drawn under that constraint too, so that no null key shares the
+        # pirate's mark (the owner's key never does)
         pirate, clean_pirate = outcome.pirate_key, None if clean_outcome is None else clean_outcome.pirate_key
         result = CellResult(
             cell, "ok",
             utility_attacked=ctx.utility(outcome.model),
-            check=checked(defense, ctx, outcome.model, key, nulls),
-            matched_innocent=None if clean_outcome is None else checked(defense, ctx, clean_outcome.model, key, nulls),
+            check=checked(defense, ctx, outcome.model, key, ctx.null_keys(defense, key, avoid=pirate)),
+            matched_innocent=None if clean_outcome is None else checked(
+                defense, ctx, clean_outcome.model, key, ctx.null_keys(defense, key, avoid=clean_pirate)),
             pirate_check=None if pirate is None else checked(
                 defense, ctx, outcome.model, pirate, ctx.null_keys(defense, pirate, marked, avoid=key)),
             pirate_clean_check=None if clean_pirate is None else checked(

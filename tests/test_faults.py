@@ -25,7 +25,7 @@ from bench.kinds.base import get_kind
 from bench.results import DB_NAME, ResultsDB
 
 FAULTKIT = Path(faultkit.__file__)
-SELECTION = ["--defenses", "null_embedding", "--attacks", "pruning", "--strengths", "0.2,0.5,0.8", "--seeds", "1"]
+SELECTION = ["--defenses", "null_embedding", "--attacks", "pruning", "--strengths", "0.5,0.8,0.9", "--seeds", "1"]
 CELLS = 3
 RUN_ONLY = ("seconds", "peak_rss_mb", "peak_gpu_mb", "device", "traceback")  # what a rerun may change
 
@@ -101,7 +101,7 @@ def reference(tmp_path_factory) -> dict:
     """The selection's numbers from one uninterrupted run in a fresh cache."""
     root = tmp_path_factory.mktemp("reference")
     summary = runner.run_matrix(config(root, defenses=["null_embedding"], attacks=["pruning"],
-                                       strengths=["0.2", "0.5", "0.8"]), progress=False)
+                                       strengths=["0.5", "0.8", "0.9"]), progress=False)
     assert (summary.ran, summary.failed) == (CELLS, 0)
     return numbers(root / "out")
 
@@ -122,14 +122,14 @@ def test_a_prepare_step_that_raises_fails_its_groups_cells_and_the_rest_go_on(tm
         return real(self, ctx, key)
 
     monkeypatch.setattr(NullEmbedding, "watermark", watermark)
-    args = run_args(tmp_path, "--defenses", "null_embedding", "--attacks", "pruning", "--strengths", "0.2,0.5",
+    args = run_args(tmp_path, "--defenses", "null_embedding", "--attacks", "pruning", "--strengths", "0.5,0.8",
                     "--seeds", "2")
     assert main(args) == 1
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("4 cells run, 0 reused") and ", 2 failed" in last
     status = {(r.cell.seed, r.cell.strength): r.status for r in ResultsDB(tmp_path / "out", "smoke").cells()}
-    assert status == {(0, "0.2"): "ok", (0, "0.5"): "ok", (1, "0.2"): "failed: RuntimeError: embedding diverged",
-                      (1, "0.5"): "failed: RuntimeError: embedding diverged"}
+    assert status == {(0, "0.5"): "ok", (0, "0.8"): "ok", (1, "0.5"): "failed: RuntimeError: embedding diverged",
+                      (1, "0.8"): "failed: RuntimeError: embedding diverged"}
     monkeypatch.setattr(NullEmbedding, "watermark", real)
     assert main(args) == 0
     assert "2 cells run, 2 reused" in capsys.readouterr().out
@@ -179,12 +179,12 @@ def test_an_innocent_pool_holding_the_owners_weights_is_refused(tmp_path, monkey
 
 def test_a_worker_killed_mid_cell_fails_that_cell_the_run_goes_on_and_a_rerun_completes_it(tmp_path, monkeypatch,
                                                                                             reference):
-    monkeypatch.setattr(runner, "run_cell", faultkit.DieOn("0.5"))
-    cfg = config(tmp_path, defenses=["null_embedding"], attacks=["pruning"], strengths=["0.2", "0.5", "0.8"])
+    monkeypatch.setattr(runner, "run_cell", faultkit.DieOn("0.8"))
+    cfg = config(tmp_path, defenses=["null_embedding"], attacks=["pruning"], strengths=["0.5", "0.8", "0.9"])
     summary = runner.run_matrix(cfg, LocalExecutor(1), progress=False)
     assert (summary.ran, summary.failed) == (CELLS, 1)
     status = {r.cell.strength: r.status for r in ResultsDB(cfg.out, "smoke").cells()}
-    assert status["0.2"] == status["0.8"] == "ok" and status["0.5"].startswith("failed: worker: BrokenProcessPool")
+    assert status["0.5"] == status["0.9"] == "ok" and status["0.8"].startswith("failed: worker: BrokenProcessPool")
     monkeypatch.undo()
     rerun = runner.run_matrix(cfg, progress=False)
     assert (rerun.ran, rerun.reused, rerun.failed) == (1, 2, 0)
@@ -359,11 +359,11 @@ def test_ctrl_c_stops_after_the_cells_in_flight_and_says_how_to_resume(tmp_path,
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while two workers each run a cell:
     both cells finish and are stored, no further cell starts, the run says how to resume; the rerun does
     the rest."""
-    selection = ("--defenses", "null_embedding", "--attacks", "pruning", "--strengths", "0.2,0.5,0.8,0.9",
+    selection = ("--defenses", "null_embedding", "--attacks", "pruning", "--strengths", "0.5,0.8,0.9,0.9+ft",
                  "--seeds", "1")
     args = run_args(tmp_path, *selection, workers=2)
     proc, handshake = start_driver(tmp_path, "each-cell", args)
-    for strength in ("0.2", "0.5"):
+    for strength in ("0.5", "0.8"):
         wait_until_paused(proc, handshake, f"started-{strength}")
     os.killpg(proc.pid, signal.SIGINT)
     faultkit.wait_for(lambda: "stopping after the cells in flight" in (handshake / "stderr").read_text()
@@ -372,9 +372,9 @@ def test_ctrl_c_stops_after_the_cells_in_flight_and_says_how_to_resume(tmp_path,
     out, err = finish(proc, handshake)
     assert proc.returncode == 130, err
     assert "stopping after the cells in flight" in err and "run the same command again to resume" in err
-    assert not list(handshake.glob("started-0.[89]"))
+    assert not list(handshake.glob("started-0.9*"))
     done = numbers(tmp_path / "out")
-    assert sorted(c.strength for c in done) == ["0.2", "0.5"] and all(n["status"] == "ok" for n in done.values())
+    assert sorted(c.strength for c in done) == ["0.5", "0.8"] and all(n["status"] == "ok" for n in done.values())
     assert main(run_args(tmp_path, *selection)) == 0
-    assert sorted(c.strength for c in numbers(tmp_path / "out")) == ["0.2", "0.5", "0.8", "0.9"]
-    assert {c: n for c, n in numbers(tmp_path / "out").items() if c.strength != "0.9"} == reference
+    assert sorted(c.strength for c in numbers(tmp_path / "out")) == ["0.5", "0.8", "0.9", "0.9+ft"]
+    assert {c: n for c, n in numbers(tmp_path / "out").items() if c.strength != "0.9+ft"} == reference

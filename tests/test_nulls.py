@@ -168,3 +168,42 @@ def test_a_pirates_null_keys_obey_the_constraint_on_its_secret_and_the_owners_do
     assert not any(ToyScheme.keys_collide(owner, k) for k in pirate_nulls)
     assert sum(ToyScheme.keys_collide(owner, k) for k in owner_nulls) > 10  # about a quarter share its label
     assert [k.secret for k in ctx.null_keys(scheme, owner, model)] == [k.secret for k in owner_nulls]  # a fixed order
+
+
+class Pirated(Vector):
+    """A toy suspect that carries a pirate's mark besides its vector: every key with the pirate's label scores
+    one more on it (as every null-embedding key with the pirate's target label hits on a pirated model)."""
+
+    def __init__(self, v: torch.Tensor, label: int):
+        super().__init__(v)
+        self.label = label
+
+
+class LabelScheme(ToyScheme):
+    name = "toy_label"
+
+    def verify(self, ctx, suspect, key):
+        s = float(suspect.v.detach() @ key.tensors["v"]) + float(key.params["label"] == getattr(suspect, "label", -1))
+        return Verification(s > 0.9, s, 0.9, float("nan"))
+
+
+def test_on_a_pirated_suspect_owner_null_keys_that_avoid_the_pirates_key_keep_the_test_fair(tmp_path):
+    ctx, scheme = toy_context(tmp_path), LabelScheme()
+    owner = scheme.make_key(ctx, 3)
+    pirate = next(scheme.make_key(ctx, s) for s in range(100, 200) if not LabelScheme.keys_collide(owner, scheme.make_key(ctx, s)))
+    both = Pirated(owner.tensors["v"].clone(), pirate.params["label"])  # the owner's mark and the pirate's
+    plain = key_randomization(scheme, ctx, both, owner, ctx.null_keys(scheme, owner))
+    fair = key_randomization(scheme, ctx, both, owner, ctx.null_keys(scheme, owner, avoid=pirate))
+    assert plain.p_value > 0.1  # the null keys sharing the pirate's label outscore the owner's own mark
+    assert fair.smallest and fair.p_value == pytest.approx(0.01)
+    # on pirated suspects the owner never marked, the avoiding test keeps its level
+    rng = torch.Generator().manual_seed(1)
+    p_values = []
+    for secret in range(1000, 1400):
+        key = scheme.make_key(ctx, secret)
+        if LabelScheme.keys_collide(key, pirate):
+            continue  # the harness never pairs an owner with a pirate of the same label
+        suspect = Pirated(torch.nn.functional.normalize(torch.randn(16, generator=rng), dim=0), pirate.params["label"])
+        p_values.append(key_randomization(scheme, ctx, suspect, key, ctx.null_keys(scheme, key, avoid=pirate)).p_value)
+    n = len(p_values)
+    assert n > 250 and abs(np.mean(np.array(p_values) <= 0.1) - 0.1) <= 4 * math.sqrt(0.1 * 0.9 / n)

@@ -17,12 +17,22 @@ REQUIRED = ["defense", "attack", "strength", "n_seeds", "utility_clean", "utilit
 
 def test_plan_expands_compatible_pairs(run_config):
     plan = make_plan(run_config(defenses=["null_embedding"], attacks=["none", "pruning"], seeds=2))
-    assert len(plan.cells) == 2 * (1 + 5)
+    assert len(plan.cells) == 2 * (1 + 4)
     assert CellId("null_embedding", "pruning", "0.9", 1) in plan.cells
     assert not plan.outside
-    # the innocent pool: 20 classifiers, every other one on the independent split (data the owner never used)
-    assert len(plan.innocents) == 20
-    assert sum(c.split == "independent" for _, c in plan.innocents) >= 20 / 3
+    # the innocent pool: 10 classifiers, every other one on the independent split (data the owner never used)
+    assert len(plan.innocents) == 10
+    assert sum(c.split == "independent" for _, c in plan.innocents) == 5
+
+
+def test_a_variant_meets_only_the_no_attack_row_unless_the_run_names_it(run_config):
+    variant = registry.get_defense("null_embedding_lam100")
+    assert variant.variant_of == "null_embedding" and not registry.get_defense("null_embedding").variant_of
+    everything = make_plan(run_config(attacks=["none", "pruning"]))
+    assert {c.attack for c in everything.cells if c.defense == "null_embedding_lam100"} == {"none"}
+    assert {c.attack for c in everything.cells if c.defense == "null_embedding"} == {"none", "pruning"}
+    named = make_plan(run_config(defenses=["null_embedding_lam100"], attacks=["none", "pruning"]))
+    assert {c.attack for c in named.cells} == {"none", "pruning"}
 
 
 def test_innocent_models_differ_from_each_other_and_from_the_owners(tmp_path):
@@ -48,25 +58,25 @@ def test_matrix_writes_leaderboard_and_resumes(run_config):
     cfg = run_config(defenses=["null_embedding"], attacks=["none", "pruning"])
     first = run_matrix(cfg, progress=False)
     write_leaderboard(cfg.out, cfg.label)
-    assert (first.ran, first.failed) == (6, 0)
+    assert (first.ran, first.failed) == (5, 0)
     table = pd.read_csv(cfg.out / "leaderboard.csv")
     assert list(table.columns) == COLUMNS and set(REQUIRED) <= set(table.columns)
     none_row = table[table.attack == "none"].iloc[0]
     assert none_row.verification_rate == 1.0 and none_row.auc == 1.0
-    assert (none_row.n_innocent_models, none_row.n_innocent_pairs, none_row.n_attacked_clean) == (20, 21, 1)
+    assert (none_row.n_innocent_models, none_row.n_innocent_pairs, none_row.n_attacked_clean) == (10, 11, 1)
     assert none_row.false_positive_rate <= 0.1 and none_row.attack_succeeded == "no attack"
     assert none_row.tpr_at_alpha == 1.0 and none_row.null_units == 99 and none_row.p_value == pytest.approx(0.01)
     assert none_row.innocent_fpr_at_alpha <= 0.1 and none_row.verdict_alpha == "undecided (1/1)"
     assert table[["verification_rate", "false_positive_rate"]].apply(lambda c: c.between(0, 1)).all().all()
     summary, rest = (cfg.out / "leaderboard.md").read_text().split("## The papers' claims")
     claims, rows = rest.split("## Every row")
-    assert summary.count("| null_embedding") == 2 and rows.count("| null_embedding") == 6  # worst case, matrix
+    assert summary.count("| null_embedding") == 2 and rows.count("| null_embedding") == 5  # worst case, matrix
     assert claims.count("| null_embedding") == len(registry.get_defense("null_embedding").claims)
     assert (cfg.out / "leaderboard.png").stat().st_size > 1000
     second = run_matrix(cfg, progress=False)
-    assert (second.ran, second.reused) == (0, 6)
+    assert (second.ran, second.reused) == (0, 5)
     with sqlite3.connect(cfg.out / "results.sqlite") as con:
-        assert con.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 6
+        assert con.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 5
 
 
 def test_cell_is_deterministic_for_a_seed(run_config, tmp_path):

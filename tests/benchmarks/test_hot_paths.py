@@ -144,3 +144,23 @@ def test_an_embedding_resellers_transform(benchmark, make_ctx, strength):
     service = ctx.base_model()
     served = benchmark(get_attack("embedding_transform").run, ctx, service, strength)
     assert served.spec["kwargs"]["post"][0]["name"] in ("project_out", "permute")
+
+
+def test_a_null_embedding_key_test_on_its_marked_model(benchmark, make_marked):
+    """The common cell: the owner's key beats every null key, whose first 16 stamped images go through in one
+    forward pass and prove each one short of the key's statistic."""
+    defense, ctx, key, marked = make_marked("null_embedding", "classifier", 5)
+    nulls = ctx.null_keys(defense, key)
+    test = benchmark(key_randomization, defense, ctx, marked, key, nulls)
+    assert test.smallest
+
+
+@pytest.mark.parametrize("strength", ["jpeg50", "noise0.1"])
+def test_verifying_a_model_behind_an_input_transform(benchmark, make_ctx, strength):
+    """JPEG and additive noise run on every verification query: their overhead on a verification."""
+    from bench.registry import get_attack
+
+    defense, ctx = get_defense("null_embedding"), make_ctx("classifier")
+    served = get_attack("input_transform").run(ctx, ctx.base_model(), strength)
+    verdict = benchmark(defense.verify, ctx, served, defense.make_key(ctx, 1))
+    assert not verdict.detected
