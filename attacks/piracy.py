@@ -36,7 +36,7 @@ class Piracy(AttackBase):
     strengths = ("2", "12", "12@25%", "own_transform")
     version = "4"
     per_defense = True  # the pirate uses the scheme of the cell's defense
-    EPOCH_BUDGETS = ("2", "12")
+    EPOCH_BUDGETS = ("2", "12", "24")  # one run; 24 is `overwriting`'s budget, not a piracy strength
     TRANSFORM_KINDS = ("vlp",)  # kinds whose scheme is an output transform, embedded without training
 
     def strengths_for(self, kind: str) -> tuple[str, ...]:
@@ -47,7 +47,8 @@ class Piracy(AttackBase):
 
     def prefix_family(self, strength: str) -> tuple[str, ...]:
         """Budgets of whole epochs on all the pirate's data are prefixes of one run (a constant learning rate
-        and a seed of the pirate's key, not of the budget): 12 epochs are trained once, 2 kept on the way."""
+        and a seed of the pirate's key, not of the budget): 24 epochs are trained once, 2 and 12 kept on the way
+        (24 is `overwriting`'s budget)."""
         return self.EPOCH_BUDGETS if strength in self.EPOCH_BUDGETS else (strength,)
 
     def run(self, ctx: Context, model: nn.Module, strength: str) -> AttackOutput:

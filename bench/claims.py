@@ -85,6 +85,8 @@ def _owner_counts(none_row: pd.Series) -> str:
 
 
 NOT_RUN = Judgement("—", "no finished row in this run", "not tested")
+NONE_ONLY = Judgement("—", "the run gave this defense only the no-attack row (a variant of a defense: `--defenses <its "
+                           "name>` runs it against every attack)", "not tested")
 
 
 @judge("utility")
@@ -247,8 +249,11 @@ def claims_table(table: pd.DataFrame, drop: float, methods: dict, paper_table: p
                         "verdict_paper_threshold": "", "differs": ""})
             continue
         claims = [Claim(c["text"], c["test"], tuple(c["attacks"])) for c in methods["defenses"][defense]["claims"]]
+        only_none = set(table.loc[table["defense"] == defense, "attack"]) == {"none"}
         for claim in claims:
             j = _judged(table[table["defense"] == defense], claim, drop)
+            if j is NOT_RUN and only_none:
+                j = NONE_ONLY
             paper = None if paper_table is None else _judged(paper_table[paper_table["defense"] == defense], claim, drop)
             out.append({"defense": defense, "claim": claim.text, "rows": j.rows, "measured": j.measured,
                         "verdict": j.verdict, "verdict_paper_threshold": "" if paper is None else paper.verdict,

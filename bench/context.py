@@ -145,7 +145,9 @@ class Context:
 
     def null_keys(self, defense: Defense, key: Key, model: nn.Module | None = None,
                   avoid: Key | None = None) -> NullKeys:
-        """The null keys of `key`, made for `model` (None: the owner's clean model of this seed); see `NullKeys`."""
+        """The null keys of `key`, made for `model` (None: the owner's clean model of this seed); see `NullKeys`.
+        `avoid` matters only to a defense whose keys can collide (`keys_collide`); elsewhere it is dropped."""
+        avoid = avoid if defense.keys_collide is not None else None
         made = NullKeys(self, defense, key, model, avoid)
         memo = (json.dumps(made.descriptor, sort_keys=True, default=str), None if avoid is None else avoid.secret,
                 repr(self.profile))

@@ -267,6 +267,10 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
         # mark, the owner's null keys are drawn under that constraint too, so that no null key shares the
         # pirate's mark (the owner's key never does)
         pirate, clean_pirate = outcome.pirate_key, None if clean_outcome is None else clean_outcome.pirate_key
+        collide = defense.keys_collide
+        if collide is not None and any(p is not None and collide(key, p) for p in (pirate, clean_pirate)):
+            raise WmbenchError("the pirate's key collides with the owner's: the harness's draw of its secret "
+                               "(Workbench.pirate_secret) and the key it made disagree")
         result = CellResult(
             cell, "ok",
             utility_attacked=ctx.utility(outcome.model),

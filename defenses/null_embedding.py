@@ -145,9 +145,9 @@ class NullEmbedding(DefenseBase):
         parts = [self._score_parts(ctx, key) for key in keys]
         alive = list(range(len(keys)))
         scores = [float("-inf")] * len(keys)
-        if floor > float("-inf") and keys:
-            (x, y) = zip(*(p[0] for p in parts))
-            first = [len(t[:FIRST_BATCH]) for t in y]
+        x, y = zip(*(p[0] for p in parts)) if keys else ((), ())
+        first = [len(t[:FIRST_BATCH]) for t in y]
+        if any(n and (n - f) / n < floor for n, f in zip(map(len, y), first)):  # else no key can be dropped
             with torch.no_grad():
                 pred = predict(suspect, torch.cat([t[:FIRST_BATCH] for t in x])).argmax(1)
             hits = (pred == torch.cat([t[:FIRST_BATCH] for t in y])).split(first)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import registry
+from bench.cache import weights_digest
 
 
 def test_int8_quantization_leaves_each_weight_tensor_255_levels_and_fp16_half_precision(make_ctx):
@@ -158,6 +159,8 @@ def test_overwriting_embeds_a_second_mark_of_the_same_scheme_into_a_copy(make_ma
     assert attack.family == "overwriting" and attack.per_defense and attack.strengths_for("classifier") == ("24",)
     outcome = attack.run(ctx, marked, "24")
     second = outcome.pirate_key
+    pirated = ctx.attacked(registry.get_attack("piracy"), marked, "12")  # the same thief's run, kept after 12 epochs
+    assert pirated.pirate_key.secret == second.secret and weights_digest(pirated.model) != weights_digest(outcome.model)
     assert second is not None and not defense.keys_collide(key, second)
     assert defense.verify(ctx, outcome.model, second).detected  # the overwriter's own mark took
     assert not defense.verify(ctx, marked, second).detected  # and was not there before

@@ -186,3 +186,17 @@ def test_survival_of_an_attack_that_did_nothing_is_not_tested():
     assert judged.verdict == "not tested (the attacks left the model unchanged)" and "nothing flagged" in judged.measured
     acted = idle.assign(attack_succeeded=idle.attack_succeeded.replace({"no: nothing flagged": "no: mark kept"}))
     assert survives(acted, claim, 0.05).verdict == "holds"
+
+
+def test_a_defense_given_only_the_no_attack_row_says_so_for_its_attack_claims():
+    methods = {"defenses": {"vlpmarker": {"claims": [
+        {"text": "keeps utility", "test": "utility", "attacks": []},
+        {"text": "survives extraction", "test": "survives", "attacks": ["extraction"]}]}}}
+    table = rows({**NONE, "utility_clean": 0.96, "utility_marked": 0.96})
+    judged = claims_table(table, 0.05, methods).set_index("claim")
+    assert judged.loc["keeps utility", "verdict"] == "holds"
+    assert judged.loc["survives extraction", "verdict"] == "not tested"
+    assert "only the no-attack row" in judged.loc["survives extraction", "measured"]
+    with_attacks = rows({**NONE, "utility_clean": 0.96, "utility_marked": 0.96}, {"attack": "pruning", "strength": "0.5"})
+    assert claims_table(with_attacks, 0.05, methods).set_index("claim").loc["survives extraction", "measured"] == (
+        "no finished row in this run")
