@@ -67,7 +67,7 @@ class Extraction(AttackBase):
     name = "extraction"
     family = "extraction"
     model_kinds = ("classifier", "encoder", "vlp")
-    strengths = ("2000", "8000")
+    strengths = ("8000",)
     needs = "queries"
     version = "2"
 

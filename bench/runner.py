@@ -87,8 +87,12 @@ def make_plan(cfg: RunConfig) -> Plan:
     unknown = [s for s in cfg.strengths if s not in offered]
     if unknown:
         raise WmbenchError(f"no selected attack offers strength '{unknown[0]}'; offered: {', '.join(sorted(offered))}")
+    profile = cfg.resolved_profile()
     cells, outside = [], {}
     for d in defenses:
+        # a control defense's marked model is the clean model, so its cells past the profile's
+        # `clean_control_seeds` would attack clean models that no other cell's control shares
+        seeds = range(min(cfg.n_seeds, max(1, profile.clean_control_seeds)) if d.control else cfg.n_seeds)
         for a in attacks:
             if not registry.compatible(d, a) or (d.variant_of and not cfg.defenses and a.name != "none"):
                 continue
@@ -96,14 +100,13 @@ def make_plan(cfg: RunConfig) -> Plan:
             for s in registry.strengths_for(a, d.model_kind):
                 if cfg.strengths and s not in cfg.strengths:
                     continue
-                for seed in range(cfg.n_seeds):
+                for seed in seeds:
                     cells.append(CellId(d.name, a.name, s, seed))
                     if gap:
                         outside[cells[-1]] = gap
     if not cells:
         raise WmbenchError("no compatible (defense, attack) pair in this selection; see `wmbench list`")
     groups = sorted({(c.defense, c.seed) for c in cells if c not in outside})
-    profile = cfg.resolved_profile()
     check_alpha(cfg.level, profile.null_keys)
     for kind, architecture in (("classifier", profile.classifier_arch), ("encoder", profile.encoder_arch)):
         architecture_for(kind, architecture)  # a profile naming a wrong architecture fails here, in one line

@@ -35,6 +35,18 @@ def test_a_variant_meets_only_the_no_attack_row_unless_the_run_names_it(run_conf
     assert {c.attack for c in named.cells} == {"none", "pruning"}
 
 
+def test_the_control_defense_runs_only_in_the_clean_control_seeds(run_config):
+    """The control defense's marked model is the clean model: past the profile's `clean_control_seeds` its
+    cells would attack clean models no watermarked cell's control shares, so the plan leaves them out."""
+    assert registry.get_defense("none").control and not registry.get_defense("null_embedding").control
+    plan = make_plan(run_config(defenses=["none", "null_embedding"], attacks=["pruning"], strengths=["0.5"], seeds=5))
+    seeds = {d: sorted(c.seed for c in plan.cells if c.defense == d) for d in ("none", "null_embedding")}
+    assert seeds == {"none": [0, 1, 2], "null_embedding": [0, 1, 2, 3, 4]}
+    assert len(plan.owners) == 5  # the watermarked defense still needs every seed's clean model
+    fewer = make_plan(run_config(defenses=["none"], attacks=["pruning"], strengths=["0.5"], seeds=2))
+    assert sorted(c.seed for c in fewer.cells) == [0, 1]
+
+
 def test_innocent_models_differ_from_each_other_and_from_the_owners(tmp_path):
     """What the pool is for: models whose weights differ from one another's and from every owner's clean
     model, and from the attacker's own (smoke budgets: 4 innocents, 2 owners, 3 of the attacker's)."""
