@@ -245,3 +245,12 @@ def test_a_claim_to_survive_fails_only_on_successful_thefts():
     assert "removed in 10/10 seeds, stolen in 0/10 (its own model 0.89)" in futile.measured
     assert survives(claim_rows(seeds_stolen=10), claim, 0.05).verdict == "fails (removed by fine_tuning all_layers)"
     assert survives(claim_rows(seeds_stolen=6), claim, 0.05).verdict == "undecided (fine_tuning all_layers 6/10)"
+
+
+def test_the_piracy_curve_counts_seeds_per_host_and_share(tmp_path):
+    """tests/benchmarks/piracy_curve.py runs the matrix's piracy at `12@P%` on the marked, the clean and the
+    pirate's own model and counts the seeds in which the pirate's mark verifies (smoke budgets: plumbing only)."""
+    from benchmarks.piracy_curve import HOSTS, curve
+
+    counts = curve("null_embedding", 1, [50], profile="smoke", cache=str(tmp_path / "cache"))
+    assert set(counts) == set(HOSTS) and all(set(c) == {50} and c[50] in (0, 1) for c in counts.values())
