@@ -221,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-utility-drop", dest="max_utility_drop", type=float,
                         help="utility an attack may lose and still count as a success (default 0.05)")
         sp.add_argument("--portable", action="store_true", default=None,
-                        help="pin CPU kernels (AVX2) in every worker: numbers bit-identical across x86-64 machines")
+                        help="pin CPU kernels (AVX2) in every worker: the same numbers on every machine of one CPU family")
         sp.add_argument("--config", type=Path, help="TOML file with the same fields")
 
     run = sub.add_parser("run", help="evaluate the matrix and write the leaderboard")

@@ -119,7 +119,7 @@ class RunConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # local worker processes
     alpha: float | None = None  # the level verdicts are read at (None: the profile's `alpha`)
     max_utility_drop: float = 0.05  # an attack that loses more utility than this has not succeeded
-    portable: bool = False  # pin CPU kernels in every worker for numbers bit-identical across machines
+    portable: bool = False  # pin CPU kernels in every worker: the same bits on every machine of one CPU family
 
     def __post_init__(self) -> None:
         self.out = Path("runs") / self.profile if self.out is None else Path(self.out)

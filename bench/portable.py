@@ -1,12 +1,15 @@
-"""Portable mode: numbers bit-identical across x86-64 machines.
+"""Portable mode: one instruction set for every CPU kernel, so machines of one CPU family compute the same bits.
 
 CPU float results depend on which kernels a library picks for the CPU it runs on (AVX-512 here, AVX2
 there: other summation orders, other rounding), and training amplifies such differences until a verdict
 flips. Portable mode pins every library's choice to one instruction set in each worker process before
 torch loads: PyTorch's own kernels (`ATEN_CPU_CAPABILITY`), oneDNN's convolutions (`ONEDNN_MAX_CPU_ISA`) and
-MKL's BLAS (`MKL_CBWR`, `MKL_ENABLE_INSTRUCTIONS`). Together with one torch thread per task (the runner's
-rule) a run then computes the same bits on every x86-64 machine that has AVX2, given the same package
-versions. `environment()` records what a run used, for the leaderboard's header."""
+MKL's BLAS and LAPACK (`MKL_CBWR`, `MKL_ENABLE_INSTRUCTIONS`). With one torch thread per task (the runner's
+rule) a rerun computes the same bits on the same kind of CPU whatever the number of workers. The pins do not
+make an Intel and an AMD CPU agree: two runs of the same models, pinned, on an Intel Xeon and an AMD EPYC
+trained different convolutional networks (docs/statistics.md, "Reproducibility across machines";
+tests/benchmarks/kernel_fingerprint.py shows which kernel two machines disagree on). `environment()` records
+what a run used, for the leaderboard's header."""
 from __future__ import annotations
 
 import os

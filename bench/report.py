@@ -377,11 +377,12 @@ def reproducibility_line(env: dict | None) -> str:
     machine = f"{env.get('cpu_model', '?')}, torch {env.get('torch', '?')}"
     if env.get("portable"):
         return (f"Reproducibility: portable mode — CPU kernels pinned to {env.get('pinned')} in every process, so "
-                f"the numbers are bit-identical on any x86-64 machine with that instruction set and the same package "
-                f"versions (this run: {machine}).")
+                f"a rerun on the same kind of CPU with the same package versions gives the same numbers "
+                f"(`wmbench reproduce`); another CPU vendor's kernels can train different models "
+                f"(this run: {machine}).")
     return (f"Reproducibility: ambient CPU kernels ({env.get('cpu_capability', '?')}) on {machine}: the same "
             f"command gives the same numbers on this machine; on another CPU training can diverge (run with "
-            f"`--portable` for bit-identical numbers across machines).")
+            f"`--portable` to pin the kernels' instruction set).")
 
 
 def _with_uncertainty(table: pd.DataFrame) -> pd.DataFrame:

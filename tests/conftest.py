@@ -5,8 +5,8 @@ import dataclasses
 
 from bench.portable import pin_kernels
 
-pin_kernels()  # before torch loads: every model trained in the tests is bit-identical on any x86-64 machine with
-# AVX2 (bench/portable.py), so a margin measured here holds there; the tests' own subprocesses inherit it
+pin_kernels()  # before torch loads: the tests train with the kernels a portable run uses (bench/portable.py); on
+# another CPU family the models can differ, so margins are sized for that; the tests' own subprocesses inherit it
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -1,7 +1,7 @@
 """Verdicts a paper can cite: every check read by its key-randomization p-value at α (and beside it by the
 paper's threshold), false accusation and key specificity in their own columns, owner and pirate judged by one
 rule, attack success needing removal *and* utility, threat models, and numbers that do not depend on the
-machine's CPU kernels in portable mode."""
+ambient kernel settings in portable mode."""
 import dataclasses
 import json
 import os

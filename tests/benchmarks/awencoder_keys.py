@@ -1,9 +1,9 @@
 """Whether AWEncoder's owner key stands out on its own marked encoder: per seed, the owner's white-box gain and
 black-box flip rate against those of null keys made by the same procedure on the owner's clean encoder (the
 key-randomization test's null, docs/statistics.md), and the marked encoder's utility. Models and keys go to the
-artifact cache ($WMBENCH_CACHE). Run, e.g.:
+artifact cache ($WMBENCH_CACHE; the portable one, so a `make bench` or `make standard` cache is reused). Run, e.g.:
 
-    python tests/benchmarks/awencoder_keys.py --seeds 0,1,2,3,4 --null-keys 99 [--support 0.25]"""
+    python tests/benchmarks/awencoder_keys.py --seeds 0,1,2,3,4 --null-keys 99 [--support 0.25] [--profile standard]"""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from bench import registry
 from bench.config import RunConfig
+from bench.portable import pin_kernels
 from bench.runner import owner_secret, workbench
 
 
@@ -23,12 +24,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--null-keys", type=int, default=99)
     parser.add_argument("--support", type=float, help="δ's support fraction (default: the defense's)")
+    parser.add_argument("--profile", default="default", help="the profile whose data and budgets to use")
     args = parser.parse_args()
+    pin_kernels()
     torch.set_num_threads(1)
     white, black = registry.get_defense("awencoder"), registry.get_defense("awencoder_blackbox")
     if args.support is not None:
         type(white).support_fraction = args.support
-    wb = workbench(RunConfig(profile="default", workers=1))
+    wb = workbench(RunConfig(profile=args.profile, workers=1, portable=True))
     with threadpool_limits(1):
         for seed in map(int, args.seeds.split(",")):
             start = time.perf_counter()
