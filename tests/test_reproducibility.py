@@ -117,4 +117,7 @@ def test_the_kernel_fingerprint_is_the_same_on_a_second_call():
 
     first = kernels()
     assert {"matmul (BLAS sgemm)", "QR (LAPACK)", "conv2d weight grad (oneDNN)"} <= set(first)
-    assert kernels() == first and len(set(first.values())) >= len(first) - 2  # forward convs may share a path
+    assert kernels() == first
+    # distinct outputs, distinct digests; a convolution with oneDNN off may take the same path as with it on
+    families = [value for name, value in first.items() if "(native)" not in name]
+    assert len(set(families)) == len(families)

@@ -33,12 +33,13 @@ def kernels() -> dict[str, str]:
            "attention (scaled dot product)": F.scaled_dot_product_attention(q, k, v),
            "QR (LAPACK)": torch.linalg.qr(torch.randn(64, 64, generator=g))[0],
            "sum of 10^6 floats": torch.randn(1_000_000, generator=g).sum()}
-    warnings.filterwarnings("ignore", message="TF32 acceleration")  # oneDNN's notice about Intel GPUs
-    for onednn in (True, False):
-        with torch.backends.mkldnn.flags(enabled=onednn):
-            xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
-            y = F.conv2d(xi, wi, padding=1)
-            y.square().sum().backward()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration")  # oneDNN's notice about Intel GPUs
+        for onednn in (True, False):
+            with torch.backends.mkldnn.flags(enabled=onednn):
+                xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+                y = F.conv2d(xi, wi, padding=1)
+                y.square().sum().backward()
             name = "oneDNN" if onednn else "native"
             out[f"conv2d forward ({name})"], out[f"conv2d input grad ({name})"] = y, xi.grad
             out[f"conv2d weight grad ({name})"] = wi.grad
@@ -47,19 +48,14 @@ def kernels() -> dict[str, str]:
 
 def recipes() -> dict[str, str]:
     """The default profile's clean classifier and encoder of seed 0, trained in a fresh cache: weight digests."""
-    import torch
-
+    from bench.cache import weights_digest
     from bench.config import RunConfig
     from bench.runner import workbench
 
     with tempfile.TemporaryDirectory() as cache:
         wb = workbench(RunConfig(workers=1, portable=True, cache=cache))
-        found = {}
-        for kind in ("classifier", "encoder"):
-            model = wb.context(kind, 0).base_model()
-            found[f"{kind} recipe, seed 0 (weights)"] = digest(torch.cat([p.flatten() for p in model.state_dict().values()
-                                                                           if p.is_floating_point()]))
-        return found
+        return {f"{kind} recipe, seed 0 (weights)": weights_digest(wb.context(kind, 0).base_model())[:16]
+                for kind in ("classifier", "encoder")}
 
 
 def main() -> None:
