@@ -24,7 +24,7 @@ lock:
 	  -o $(LOCK)
 
 # The full default matrix, computed (cold on a fresh machine) into runs/default/; portable: CPU kernels
-# pinned, so the numbers are the same on any x86-64 machine with AVX2.
+# pinned, so a rerun on a machine of the same CPU family gives the same numbers (docs/statistics.md).
 bench: $(STAMP)
 	$(VENV)/bin/wmbench run --portable
 
@@ -41,5 +41,7 @@ standard: $(STAMP)
 publish-standard: $(STAMP)
 	$(VENV)/bin/wmbench publish --from runs/standard --to results/standard --profile standard --screenshot
 
+# The test suite on every core (pytest-xdist, one worker per core; each worker trains on one thread), listing
+# the 25 slowest tests.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal --durations=25

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from bench.portable import pin_kernels
 
@@ -22,7 +23,14 @@ torch.set_num_threads(1)  # as every runner task does: numbers must not depend o
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("cache"))
+    """One artifact cache for the whole test run. Under pytest-xdist (`make test` runs a worker per core) the
+    workers share it: its build locks let one worker train a model while another that needs it waits."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    path = root / "cache"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
