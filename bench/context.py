@@ -143,6 +143,18 @@ class Context:
     def utility(self, model: nn.Module) -> float:
         return self.kind.utility(self, model.to(self.device).eval())
 
+    def low_label_utility(self, model: nn.Module) -> float | None:
+        """The kind's utility with only a few labels (`KindBase.low_label_utility`); None where it has none."""
+        return self.kind.low_label_utility(self, model.to(self.device).eval())
+
+    def untrained_low_label_utility(self) -> float | None:
+        """The low-label utility of an untrained model of this kind initialised with this context's seed: what
+        the recipe's pretraining is read against (the global random state is left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = self.kind.new(self)
+        return self.low_label_utility(model)
+
     def null_keys(self, defense: Defense, key: Key, model: nn.Module | None = None,
                   avoid: Key | None = None) -> NullKeys:
         """The null keys of `key`, made for `model` (None: the owner's clean model of this seed); see `NullKeys`.

@@ -17,7 +17,7 @@ from bench.cache import atomic_write
 from bench.claims import claims_table, owner_verified
 from bench.results import ResultsDB
 from bench.nulls import check_alpha
-from bench.scoring import NO_MARK, UNSURE_MARK, UNTESTED, leaderboard, undecided
+from bench.scoring import NO_MARK, UNSURE_MARK, UNTESTED, WORTH_GAIN, leaderboard, undecided
 
 
 def reproduce_command(config: dict) -> str:
@@ -67,6 +67,10 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
   `no: mark not detected before the attack`), or `undecided (k/n)` (k seeds stolen). The
   `none` row is no attack: its verdicts say whether the owner's key detects its own model, `seeds_detected`
   in how many seeds. Rows whose `status` is `n/a` lie outside the threat model and are not run.
+- Encoder rows also carry the low-label utility (`utility_low_label_clean`, `utility_low_label_marked`,
+  `utility_low_label`: the linear probe trained on 10 labelled images per class) and an untrained encoder's
+  (`utility_low_label_untrained`, the reference); `worth_protecting`: whether the marked encoder beats it by
+  at least {gain:g} in most seeds, as the seeds decide.
 - `pirate_verification_rate`: a pirate's own key (tested against null keys drawn for the model it held)
   detected on its pirated model; `pirate_clean_verification_rate`: the same pirate on the *clean* model
   (piracy resistance is the contrast); `ambiguity_rate`: owner's and pirate's keys both detected;
@@ -148,7 +152,7 @@ def write_leaderboard(out: Path, profile: str = "default", alpha: float | None =
     header = (f"# wmbench leaderboard (profile `{profile}`)\n\n{setting_line(db.meta(f'profile:{profile}'))}\n\n"
               + f"## Summary\n\n{summary_markdown(table, drop, alpha)}\n"
               + f"## The papers' claims\n\n{claims_markdown(claims)}\n"
-              + "## Every row\n\n" + HOW_TO_READ.format(alpha=alpha, drop=drop)
+              + "## Every row\n\n" + HOW_TO_READ.format(alpha=alpha, drop=drop, gain=WORTH_GAIN)
               + f"\n{reproducibility_line(db.meta('environment'))}\n\n{software_line(db.meta('software'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
@@ -274,7 +278,34 @@ def summary_markdown(table: pd.DataFrame, drop: float, alpha: float) -> str:
                 "then the outcome per attack family:\n\n"
                 + tabulate(worst, headers="keys", tablefmt="github", showindex=False) + "\n\n")
     body = tabulate(summary_matrix(table), headers="keys", tablefmt="github", showindex=False)
-    return f"{head}{summary_legend(drop, alpha)}\n\n{body}\n"
+    return f"{head}{summary_legend(drop, alpha)}\n\n{body}\n{pretraining_markdown(table)}"
+
+
+def pretraining(table: pd.DataFrame) -> pd.DataFrame:
+    """Per defense whose kind has a low-label utility (the encoder's probe on 10 labels per class), what its
+    recipe's pretraining buys: the clean and marked models' low-label utility against an untrained model's
+    of the kind (the reference row), and whether the marked model is worth protecting as the seeds decide."""
+    if "worth_protecting" not in table:  # a hand-built table without the columns
+        return pd.DataFrame()
+    rows = table[(table["attack"] == "none") & (table["worth_protecting"].fillna("").astype(str) != "")]
+    columns = ["defense", "utility_low_label_clean", "utility_low_label_marked", "utility_low_label_untrained",
+               "worth_protecting"]
+    return rows[columns].sort_values("defense", kind="stable").reset_index(drop=True)
+
+
+PRETRAINING_LEGEND = (f"What pretraining buys (low-label utility: the linear probe trained on 10 labelled images per "
+                      f"class; `untrained`: a model of the kind at its random initialisation, one per seed). A marked "
+                      f"model is `worth_protecting` where its low-label utility beats the untrained model's by at "
+                      f"least {WORTH_GAIN:g} in a seed, as the seeds decide.")
+
+
+def pretraining_markdown(table: pd.DataFrame) -> str:
+    """The pretraining table with how to read it; '' when no defense's kind has a low-label utility."""
+    rows = pretraining(table)
+    if rows.empty:
+        return ""
+    return (f"\n{PRETRAINING_LEGEND}\n\n"
+            + tabulate(rows, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f") + "\n")
 
 
 def summary_legend(drop: float, alpha: float) -> str:

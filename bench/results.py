@@ -108,6 +108,11 @@ class Prepared:
     innocent_gap: str = ""  # why the kind has no innocent models in this run ('' when it has)
     owner_check: Check | None = None  # the owner's key on its own unattacked marked model
     attacker_scratch_utility: float | None = None  # mean utility of the attacker's own models (None: no baseline)
+    # the kind's low-label utility (`KindBase.low_label_utility`; None: the kind has none, or an older run) of
+    # the clean and the marked model, and of an untrained model of the kind initialised with the seed
+    utility_low_label_clean: float | None = None
+    utility_low_label_marked: float | None = None
+    utility_low_label_untrained: float | None = None
 
 
 @dataclass
@@ -115,6 +120,7 @@ class CellResult:
     cell: CellId
     status: str  # "ok", "failed: <reason>" or "n/a: <reason>" (outside the threat model: not run)
     utility_attacked: float | None = None
+    utility_low_label: float | None = None  # the attacked model's low-label utility (None: the kind has none)
     check: Check | None = None
     matched_innocent: Check | None = None  # the same attack run on the clean base model, verified with the key
     pirate_check: Check | None = None  # the pirate's own key verified on the pirated model

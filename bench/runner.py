@@ -236,7 +236,10 @@ def prepare(cfg: RunConfig, defense_name: str, seed: int) -> tuple[Prepared, str
     prepared = Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), innocent, parties,
                         time.perf_counter() - start, innocent_pool_gap(ctx.profile, ctx.kind_name),
                         owner_check=checked(defense, ctx, marked, key, nulls),
-                        attacker_scratch_utility=ctx.attacker_scratch_utility())
+                        attacker_scratch_utility=ctx.attacker_scratch_utility(),
+                        utility_low_label_clean=ctx.low_label_utility(ctx.base_model()),
+                        utility_low_label_marked=ctx.low_label_utility(marked),
+                        utility_low_label_untrained=ctx.untrained_low_label_utility())
     return prepared, weights_digest(marked)
 
 
@@ -277,6 +280,7 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
         result = CellResult(
             cell, "ok",
             utility_attacked=ctx.utility(outcome.model),
+            utility_low_label=ctx.low_label_utility(outcome.model),
             check=checked(defense, ctx, outcome.model, key, ctx.null_keys(defense, key, avoid=pirate)),
             matched_innocent=None if clean_outcome is None else checked(
                 defense, ctx, clean_outcome.model, key, ctx.null_keys(defense, key, avoid=clean_pirate)),

@@ -46,6 +46,8 @@ COLUMNS = [
     "defense", "model_kind", "attack", "family", "strength", "strength_rank", "status", "n_seeds", "utility_clean",
     "utility_clean_std", "utility_marked", "utility_marked_std", "utility_attacked", "utility_attacked_std",
     "attacker_data_share", "attacker_scratch_utility",
+    "utility_low_label_clean", "utility_low_label_marked", "utility_low_label", "utility_low_label_untrained",
+    "worth_protecting",
     "reading", "alpha", "null_units", "p_value", "tpr_at_alpha", "tpr_ci_low", "tpr_ci_high",
     "verification_rate", "verification_ci_low", "verification_ci_high", "threshold", "auc",
     "innocent_fpr_at_alpha", "innocent_fpr_ci_high", "false_positive_rate", "fpr_ci_low", "fpr_ci_high",
@@ -58,6 +60,23 @@ COLUMNS = [
 ]
 
 UNTESTED = "untested (no key-randomization test in this run)"
+
+# How far above an untrained model of its kind a marked model's low-label utility must lie, in a seed, for
+# pretraining to have bought something worth protecting (`worth_protecting`).
+WORTH_GAIN = 0.05
+
+
+def worth_protecting(preps: list[Prepared]) -> str:
+    """Whether the marked model is worth protecting, as the seeds decide: in a seed, its low-label utility beats
+    an untrained model's of the kind by at least `WORTH_GAIN`; `yes`, `no` or `undecided (k/n)`, '' where the
+    kind has no low-label utility."""
+    pairs = [(p.utility_low_label_marked, p.utility_low_label_untrained) for p in preps]
+    pairs = [(m, u) for m, u in pairs if m is not None and u is not None]
+    if not pairs:
+        return ""
+    k = sum(m - u >= WORTH_GAIN - 1e-9 for m, u in pairs)
+    called = decide(k, len(pairs))
+    return "yes" if called else "no" if called is False else undecided(k, len(pairs))
 
 
 def auc(positive: list[float], negative: list[float]) -> float:
@@ -156,8 +175,12 @@ def leaderboard(cells: list[CellResult], prepared: dict[tuple[str, int], Prepare
             "utility_attacked": _mean(attacked),
             "utility_attacked_std": _std(attacked),
             "attacker_data_share": attacker_data_share,
-            "attacker_scratch_utility": _mean(p.attacker_scratch_utility for p in preps
-                                              if p.attacker_scratch_utility is not None),
+            "attacker_scratch_utility": _known_mean(p.attacker_scratch_utility for p in preps),
+            "utility_low_label_clean": _known_mean(p.utility_low_label_clean for p in preps),
+            "utility_low_label_marked": _known_mean(p.utility_low_label_marked for p in preps),
+            "utility_low_label": _known_mean(r.utility_low_label for r in ok),
+            "utility_low_label_untrained": _known_mean(p.utility_low_label_untrained for p in preps),
+            "worth_protecting": worth_protecting(preps),
             "reading": rule,
             "alpha": alpha,
             "null_units": max((c.null_size for c in checks), default=0) or float("nan"),
@@ -288,6 +311,11 @@ def summarize_reports(reports: list[dict]) -> str:
 def _mean(values) -> float:
     values = list(values)
     return mean(values) if values else float("nan")
+
+
+def _known_mean(values) -> float:
+    """The mean of the values that are not None (NaN when none is)."""
+    return _mean(v for v in values if v is not None)
 
 
 def _std(values) -> float:

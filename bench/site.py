@@ -13,7 +13,8 @@ import pandas as pd
 from bench.cache import atomic_write
 from bench.claims import CLAIM_COLUMNS, claims_table
 from bench.protocols import WmbenchError
-from bench.report import (CLAIMS_LEGEND, SHOWN, attack_styles, draw_defense, load_table, reproducibility_line,
+from bench.report import (CLAIMS_LEGEND, PRETRAINING_LEGEND, SHOWN, attack_styles, draw_defense, load_table,
+                          pretraining, reproducibility_line,
                           software_line, summary_legend, summary_matrix, worst_case)
 
 TEMPLATE = Path(__file__).parent / "site_template"
@@ -61,7 +62,7 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
 
     folder = Path(folder)
     (folder / "plots").mkdir(parents=True, exist_ok=True)
-    matrix, worst = summary_matrix(table), worst_case(table)
+    matrix, worst, pretrained = summary_matrix(table), worst_case(table), pretraining(table)
     attacks = [c for c in matrix.columns if c != "defense"]
     summary = [{"defense": r["defense"], "cells": [{"attack": a, "text": r[a], "outcome": outcome(r[a])} for a in attacks]}
                for _, r in matrix.iterrows()]
@@ -84,6 +85,8 @@ def render_site(table: pd.DataFrame, folder: Path, *, profile: str, drop: float,
         profile=profile, reproducibility=reproducibility, summary_legend=summary_legend(drop, alpha).replace("`", ""),
         attacks=attacks, summary=summary, claims_legend=CLAIMS_LEGEND.replace("`", ""),
         worst=worst.to_dict("records"), worst_columns=list(worst.columns), outcome=outcome,
+        pretraining_legend=PRETRAINING_LEGEND.replace("`", ""), pretraining_columns=list(pretrained.columns),
+        pretraining=[{c: _shown(v) for c, v in r.items()} for r in pretrained.to_dict("records")],
         claim_columns=CLAIM_COLUMNS, claims=claims_table(table, drop, methods, paper_table).to_dict("records"), plots=plots,
         filters={f: sorted(rows[f].astype(str).unique()) for f in FILTERS}, columns=columns, numeric=numeric,
         rows=[{c: _shown(r[c]) for c in columns} for _, r in rows.iterrows()])

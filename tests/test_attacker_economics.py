@@ -225,6 +225,71 @@ def test_the_summary_and_the_worst_case_tell_the_two_readings_apart():
     assert outcome(summary_matrix(stolen).iloc[0]["fine_tuning"]) == "removed"
 
 
+# --- what pretraining buys: the low-label probe against an untrained encoder ---------------------------------
+
+
+def test_the_low_label_probe_trains_on_ten_labels_per_class(monkeypatch):
+    from bench.kinds import encoder as encoder_kind
+
+    ctx = Context(load_digits(16), get_profile("default"), 0, "encoder", torch.device("cpu"), None)
+    seen = []
+    real = encoder_kind.linear_probe
+    monkeypatch.setattr(encoder_kind, "linear_probe", lambda f, y, tf, ty: seen.append(y) or real(f, y, tf, ty))
+    model = ctx.kind.new(ctx)
+    low = ctx.low_label_utility(model)
+    assert torch.bincount(seen[0]).tolist() == [10] * 10  # 10 labelled images of each class …
+    again = ctx.low_label_utility(model)
+    assert torch.equal(seen[1], seen[0]) and low == again  # … the same ones every time
+    assert 0.1 < low < ctx.utility(model)  # fewer labels, a weaker probe (untrained: about 0.87 against 0.96)
+    assert Context(load_digits(16), get_profile("default"), 0, "classifier", torch.device("cpu"),
+                   None).low_label_utility(model) is None  # a kind without the reading
+
+
+def test_the_untrained_reference_is_seeded_and_leaves_the_random_state_alone():
+    ctx = Context(load_digits(16), get_profile("default"), 3, "encoder", torch.device("cpu"), None)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = ctx.untrained_low_label_utility()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert ctx.untrained_low_label_utility() == first  # the seed's initialisation, every time
+    other = dataclasses.replace(ctx, seed=4).untrained_low_label_utility()
+    assert other != first  # another seed, another initialisation
+
+
+def low_label_row(gains: list[float]) -> pd.Series:
+    """The `none` row of ten seeds whose marked encoder's low-label utility beats an untrained one's by `gains`."""
+    preps = {("awencoder", s): dataclasses.replace(prepared(s, 0.9), defense="awencoder",
+                                                   utility_low_label_clean=0.86 + g, utility_low_label_marked=0.85 + g,
+                                                   utility_low_label_untrained=0.85)
+             for s, g in enumerate(gains)}
+    cells = [CellResult(CellId("awencoder", "none", "-", s), "ok", utility_attacked=0.9, utility_low_label=0.85 + g,
+                        check=check(0.95)) for s, g in enumerate(gains)]
+    return leaderboard(cells, preps, alpha=0.01, attacker_data_share=0.1).iloc[0]
+
+
+def test_worth_protecting_is_called_where_the_seeds_decide():
+    worth = low_label_row([0.06] * 10)
+    assert worth.worth_protecting == "yes"
+    assert (worth.utility_low_label_marked, worth.utility_low_label_untrained) == pytest.approx((0.91, 0.85))
+    assert worth.utility_low_label == pytest.approx(0.91) and worth.utility_low_label_clean == pytest.approx(0.92)
+    assert low_label_row([0.02] * 9 + [0.06]).worth_protecting == "no"  # within the seeds' spread: not worth it
+    assert low_label_row([0.06] * 6 + [0.0] * 4).worth_protecting == "undecided (6/10)"
+    assert row_of([0.88] * 10, own=0.8).worth_protecting == ""  # a classifier: no low-label reading
+
+
+def test_the_pretraining_table_shows_the_untrained_reference():
+    from bench.report import pretraining, summary_markdown
+
+    table = pd.DataFrame([low_label_row([0.02] * 10)])
+    rows = pretraining(table)
+    assert rows.to_dict("records") == [{"defense": "awencoder", "utility_low_label_clean": pytest.approx(0.88),
+                                        "utility_low_label_marked": pytest.approx(0.87),
+                                        "utility_low_label_untrained": pytest.approx(0.85), "worth_protecting": "no"}]
+    assert "| awencoder | 0.880 | 0.870 | 0.850 | no |" in " ".join(summary_markdown(table, 0.05, 0.01).split())
+    classifier = pd.DataFrame([row_of([0.88] * 10, own=0.8)])
+    assert pretraining(classifier).empty and "What pretraining buys" not in summary_markdown(classifier, 0.05, 0.01)
+
+
 # --- the claims use the strict reading ----------------------------------------------------------------------
 
 

@@ -57,6 +57,24 @@ def test_site_is_self_contained(tmp_path):
     assert len(list((tmp_path / "site" / "plots").glob("*.png"))) == len(DEFENSES)
 
 
+def test_the_pretraining_table_appears_only_where_a_kind_has_a_low_label_utility(tmp_path):
+    plain = render_site(synthetic_table(), tmp_path / "plain", profile="test", drop=0.05, alpha=0.01,
+                        reproducibility="r", methods=METHODS).read_text()
+    assert 'id="pretraining"' not in plain
+    table = synthetic_table()
+    none = (table["defense"] == "null_embedding") & (table["attack"] == "none")
+    table.loc[none, ["utility_low_label_clean", "utility_low_label_marked", "utility_low_label_untrained"]] = \
+        [0.881, 0.872, 0.863]
+    table["worth_protecting"] = table["worth_protecting"].astype(object)
+    table.loc[none, "worth_protecting"] = "undecided (3/10)"
+    html = render_site(table, tmp_path / "low", profile="test", drop=0.05, alpha=0.01, reproducibility="r",
+                       methods=METHODS).read_text()
+    section = html[html.index('<table id="pretraining">'):]
+    section = section[:section.index("</table>")]
+    assert [cell in section for cell in ("null_embedding", "0.881", "0.872", "0.863", "undecided (3/10)")] == [True] * 5
+    assert "vlpmarker" not in section
+
+
 @pytest.fixture(scope="module")
 def driver():
     pytest.importorskip("selenium", reason="selenium is the test extra's browser driver")

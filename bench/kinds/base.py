@@ -59,6 +59,12 @@ class KindBase:
         """Why this kind has no innocent models in `profile`."""
         return "n_innocent = 0"
 
+    def low_label_utility(self, ctx: "Context", model: nn.Module) -> float | None:
+        """Task quality on the held-out test split when the downstream task has only a few labels, in [0, 1]:
+        what pretraining buys where labels are scarce (the encoder's linear probe on 10 labelled images per
+        class); None: the kind has no such reading."""
+        return None
+
 
 class ModelKindSpec(Protocol):
     name: str

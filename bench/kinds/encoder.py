@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from bench.data import SPLIT_SEED, stratified_subset
 from bench.kinds.base import BASE_LR, KindBase, register_kind
 from bench.kinds.contrastive import simclr_train
 from bench.kinds.models import architecture_for, create_model
@@ -18,6 +19,9 @@ from bench.training import predict
 if TYPE_CHECKING:
     from bench.context import Context
     from bench.kinds.service import BlackBox
+
+
+LABELS_PER_CLASS = 10  # the low-label probe's labelled images per class
 
 
 def linear_probe(train_feats: torch.Tensor, train_y: torch.Tensor, test_feats: torch.Tensor,
@@ -34,7 +38,8 @@ class EncoderKind(KindBase):
     """A small CNN encoder pretrained with SimCLR on the owner's unlabelled images.
 
     Utility = linear-probe top-1 accuracy on the held-out test split, the probe trained on the
-    owner's labelled split (the encoder itself never sees labels)."""
+    owner's labelled split (the encoder itself never sees labels); low-label utility = the same probe trained
+    on 10 labelled images per class."""
 
     name = "encoder"
     version = "1"
@@ -52,6 +57,13 @@ class EncoderKind(KindBase):
     def utility(self, ctx: "Context", model: nn.Module) -> float:
         d = ctx.data
         return linear_probe(predict(model, d.owner.x), d.owner.y, predict(model, d.test.x), d.test.y)
+
+    def low_label_utility(self, ctx: "Context", model: nn.Module) -> float:
+        """The linear probe trained on `LABELS_PER_CLASS` labelled owner images per class (a stratified subset
+        seeded with the split seed, the same images in every run) and read on the test split."""
+        d = ctx.data
+        few = stratified_subset(d.owner, LABELS_PER_CLASS * d.num_classes, SPLIT_SEED)
+        return linear_probe(predict(model, few.x), few.y, predict(model, d.test.x), d.test.y)
 
     def query(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return predict(model, x)

@@ -19,22 +19,13 @@ from torch import nn
 from bench.cache import ArtifactCache
 from bench.config import get_profile
 from bench.context import Context
-from bench.data import SPLIT_SEED, stratified_subset
 from bench.datasets import load_dataset
-from bench.kinds.encoder import linear_probe
-from bench.training import predict
-
-LABELS_PER_CLASS = 10
-
+from bench.kinds.encoder import LABELS_PER_CLASS
 
 def probes(ctx: Context, encoder: nn.Module) -> tuple[float, float]:
-    """Linear-probe accuracy of `encoder` on the test split, trained on every labelled owner image and on
-    `LABELS_PER_CLASS` of them per class (a stratified, split-seeded subset)."""
-    d, encoder = ctx.data, encoder.to(ctx.device).eval()
-    few = stratified_subset(d.owner, LABELS_PER_CLASS * d.num_classes, SPLIT_SEED)
-    test = predict(encoder, d.test.x)
-    return (linear_probe(predict(encoder, d.owner.x), d.owner.y, test, d.test.y),
-            linear_probe(predict(encoder, few.x), few.y, test, d.test.y))
+    """Linear-probe accuracy of `encoder` on the test split, trained on every labelled owner image (the kind's
+    utility) and on `LABELS_PER_CLASS` of them per class (its low-label utility)."""
+    return ctx.utility(encoder), ctx.low_label_utility(encoder)
 
 
 def untrained(ctx: Context, seed: int) -> nn.Module:
