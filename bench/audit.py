@@ -124,12 +124,21 @@ def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = 
         if portable:
             pin_kernels()
         executor = LocalExecutor(workers) if portable or workers > 1 else SerialExecutor()
-        published = {c.cell: c for c in chosen}
-        audits = []
+        published, recorded = {c.cell: c for c in chosen}, db.recorded_fields()
+        audits, unrecorded = [], set()
         with executor:
             for (_, cell), outcome in executor.map(run_cell, [(cfg, c.cell) for c in chosen]):
                 if not isinstance(outcome, CellResult):
                     outcome = CellResult(cell, f"failed: worker: {outcome!r}"[:300])
-                audits.append(CellAudit(cell, differences(stored(published[cell]), stored(outcome))))
+                # a field this code records that the published run did not (it predates the field) has
+                # nothing to compare with: it is left out and named in the notes
+                missing = set(asdict(outcome)) - recorded[cell]
+                unrecorded |= missing
+                ours, theirs = stored(outcome), stored(published[cell])
+                for name in missing:
+                    ours.pop(name), theirs.pop(name)
+                audits.append(CellAudit(cell, differences(theirs, ours)))
     order = {c.cell: i for i, c in enumerate(chosen)}
-    return sorted(audits, key=lambda a: order[a.cell]), provenance_notes(db)
+    notes = provenance_notes(db) + ([f"not compared, the published run did not record them: "
+                                     f"{', '.join(sorted(unrecorded))}"] if unrecorded else [])
+    return sorted(audits, key=lambda a: order[a.cell]), notes

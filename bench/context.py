@@ -147,13 +147,13 @@ class Context:
         """The kind's utility with only a few labels (`KindBase.low_label_utility`); None where it has none."""
         return self.kind.low_label_utility(self, model.to(self.device).eval())
 
-    def untrained_low_label_utility(self) -> float | None:
-        """The low-label utility of an untrained model of this kind initialised with this context's seed: what
-        the recipe's pretraining is read against (the global random state is left as it was)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = self.kind.new(self)
-        return self.low_label_utility(model)
+    def untrained_model(self, seed: int | None = None) -> nn.Module:
+        """A fresh model of this kind at its random initialisation with `seed` (default: the cell's), on the
+        device: the reference a recipe's pretraining is read against. The global random state (CPU, and the
+        device's on CUDA) is left as it was."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed if seed is None else seed)
+            return self.kind.new(self).to(self.device)
 
     def null_keys(self, defense: Defense, key: Key, model: nn.Module | None = None,
                   avoid: Key | None = None) -> NullKeys:

@@ -285,12 +285,14 @@ def pretraining(table: pd.DataFrame) -> pd.DataFrame:
     """Per defense whose kind has a low-label utility (the encoder's probe on 10 labels per class), what its
     recipe's pretraining buys: the clean and marked models' low-label utility against an untrained model's
     of the kind (the reference row), and whether the marked model is worth protecting as the seeds decide."""
-    if "worth_protecting" not in table:  # a hand-built table without the columns
-        return pd.DataFrame()
-    rows = table[(table["attack"] == "none") & (table["worth_protecting"].fillna("").astype(str) != "")]
+    rows = table[table["worth_protecting"].fillna("").astype(str) != ""]
+    # one row per defense: its unattacked row where the run has one (every seed's preparation), else its
+    # row over the most seeds
+    rows = rows.assign(_attacked=rows["attack"] != "none").sort_values(
+        ["defense", "_attacked", "n_seeds"], ascending=[True, True, False], kind="stable").drop_duplicates("defense")
     columns = ["defense", "utility_low_label_clean", "utility_low_label_marked", "utility_low_label_untrained",
                "worth_protecting"]
-    return rows[columns].sort_values("defense", kind="stable").reset_index(drop=True)
+    return rows[columns].reset_index(drop=True)
 
 
 PRETRAINING_LEGEND = (f"What pretraining buys (low-label utility: the linear probe trained on 10 labelled images per "

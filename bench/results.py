@@ -204,6 +204,13 @@ class ResultsDB:
             out.append(CellResult(**d))
         return out
 
+    def recorded_fields(self) -> dict[CellId, set[str]]:
+        """Per cell, the fields its stored record holds (a run made before a field existed lacks it)."""
+        with self._connection() as con:
+            rows = con.execute("SELECT data FROM cells WHERE profile=?", (self.profile,)).fetchall()
+        records = [json.loads(data) for (data,) in rows]
+        return {CellId(**d["cell"]): set(d) for d in records}
+
     def prepared(self) -> dict[tuple[str, int], Prepared]:
         with self._connection() as con:
             rows = con.execute("SELECT data FROM prepared WHERE profile=?", (self.profile,)).fetchall()

@@ -233,13 +233,15 @@ def prepare(cfg: RunConfig, defense_name: str, seed: int) -> tuple[Prepared, str
             party_key = wb.key(defense, party, owner_secret(other))[0]
             parties.append(checked(defense, party, marked, party_key, party.null_keys(defense, party_key),
                                    unit=f"owner of seed {other}"))
+    low_label = ctx.low_label_utility(marked)  # None: the kind has no low-label utility, and needs no reference
     prepared = Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), innocent, parties,
                         time.perf_counter() - start, innocent_pool_gap(ctx.profile, ctx.kind_name),
                         owner_check=checked(defense, ctx, marked, key, nulls),
                         attacker_scratch_utility=ctx.attacker_scratch_utility(),
                         utility_low_label_clean=ctx.low_label_utility(ctx.base_model()),
-                        utility_low_label_marked=ctx.low_label_utility(marked),
-                        utility_low_label_untrained=ctx.untrained_low_label_utility())
+                        utility_low_label_marked=low_label,
+                        utility_low_label_untrained=None if low_label is None else ctx.low_label_utility(
+                            ctx.untrained_model()))
     return prepared, weights_digest(marked)
 
 

@@ -16,7 +16,7 @@ from bench.datasets.digits import load_digits
 from bench.kinds.base import get_kind
 from bench.protocols import WmbenchError
 from bench.report import summary_matrix, worst_case
-from bench.results import CellId, CellResult, Check, Prepared
+from bench.results import CellId, CellResult, Check, Prepared, ResultsDB
 from bench.scoring import COLUMNS, leaderboard
 
 
@@ -249,11 +249,29 @@ def test_the_untrained_reference_is_seeded_and_leaves_the_random_state_alone():
     ctx = Context(load_digits(16), get_profile("default"), 3, "encoder", torch.device("cpu"), None)
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    first = ctx.untrained_low_label_utility()
+    untrained = ctx.untrained_model()
     assert torch.equal(torch.random.get_rng_state(), before)
-    assert ctx.untrained_low_label_utility() == first  # the seed's initialisation, every time
-    other = dataclasses.replace(ctx, seed=4).untrained_low_label_utility()
-    assert other != first  # another seed, another initialisation
+    torch.manual_seed(3)
+    fresh = ctx.kind.new(ctx)  # what the seed's initialisation gives
+    assert all(torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), fresh.state_dict().values()))
+    other = ctx.untrained_model(seed=4)
+    assert not torch.equal(next(iter(other.parameters())), next(iter(untrained.parameters())))
+
+
+def test_a_run_records_the_low_label_utilities_of_encoders_only(run_config):
+    from bench.runner import run_matrix
+
+    cfg = run_config(defenses=["awencoder", "null_embedding"], attacks=["pruning"], strengths=["0.5"],
+                     profile="smoke")
+    run_matrix(cfg, progress=False)
+    db = ResultsDB(cfg.out, cfg.label)
+    encoder, classifier = db.prepared()[("awencoder", 0)], db.prepared()[("null_embedding", 0)]
+    lows = (encoder.utility_low_label_clean, encoder.utility_low_label_marked, encoder.utility_low_label_untrained)
+    assert all(0.1 < u < 1 for u in lows), lows
+    assert (classifier.utility_low_label_clean, classifier.utility_low_label_marked,
+            classifier.utility_low_label_untrained) == (None, None, None)
+    cells = {c.cell.defense: c for c in db.cells()}
+    assert 0.1 < cells["awencoder"].utility_low_label < 1 and cells["null_embedding"].utility_low_label is None
 
 
 def low_label_row(gains: list[float]) -> pd.Series:

@@ -89,7 +89,7 @@ def test_reproduce_says_identical_and_names_a_tampered_field(tiny_run, tmp_path,
     with sqlite3.connect(published / "results.sqlite") as con:
         (data,) = con.execute("SELECT data FROM cells WHERE attack='pruning'").fetchone()
         cell = json.loads(data)
-        true_utility = cell["utility_attacked"]
+        true_utility, acc_null = cell["utility_attacked"], cell["check"]["details"]["acc_null"]
         cell["utility_attacked"] = 0.123
         cell["check"]["details"]["acc_null"] = -1.0
         con.execute("UPDATE cells SET data=? WHERE attack='pruning'", (json.dumps(cell),))
@@ -98,6 +98,13 @@ def test_reproduce_says_identical_and_names_a_tampered_field(tiny_run, tmp_path,
     out = capsys.readouterr().out
     assert f"utility_attacked: published 0.123, recomputed {true_utility!r}" in out
     assert "check.details.acc_null: published -1.0" in out and "0 of 1 cells identical, 1 differ" in out
+    with sqlite3.connect(published / "results.sqlite") as con:  # a run made before a field existed
+        cell["utility_attacked"], cell["check"]["details"]["acc_null"] = true_utility, acc_null
+        del cell["utility_low_label"]
+        con.execute("UPDATE cells SET data=? WHERE attack='pruning'", (json.dumps(cell),))
+    audits, notes = reproduce(published, cache=tmp_path / "fresh-cache", workers=1)
+    assert [a.identical for a in audits] == [True]
+    assert "not compared, the published run did not record them: utility_low_label" in notes
     assert main(["reproduce", str(tmp_path / "nothing")]) == 2
     assert main(["reproduce", str(published), "--defenses", "vlpmarker"]) == 2
     assert "no finished cell" in capsys.readouterr().err

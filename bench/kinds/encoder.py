@@ -59,8 +59,10 @@ class EncoderKind(KindBase):
         return linear_probe(predict(model, d.owner.x), d.owner.y, predict(model, d.test.x), d.test.y)
 
     def low_label_utility(self, ctx: "Context", model: nn.Module) -> float:
-        """The linear probe trained on `LABELS_PER_CLASS` labelled owner images per class (a stratified subset
-        seeded with the split seed, the same images in every run) and read on the test split."""
+        """The linear probe trained on `LABELS_PER_CLASS` labelled owner images per class and read on the test
+        split: `LABELS_PER_CLASS` × classes images drawn in the classes' proportions (exactly that many per class
+        where the classes are balanced, as in the digits and Fashion-MNIST), seeded with the split seed, so the
+        same images in every run."""
         d = ctx.data
         few = stratified_subset(d.owner, LABELS_PER_CLASS * d.num_classes, SPLIT_SEED)
         return linear_probe(predict(model, few.x), few.y, predict(model, d.test.x), d.test.y)

@@ -22,16 +22,11 @@ from bench.context import Context
 from bench.datasets import load_dataset
 from bench.kinds.encoder import LABELS_PER_CLASS
 
+
 def probes(ctx: Context, encoder: nn.Module) -> tuple[float, float]:
     """Linear-probe accuracy of `encoder` on the test split, trained on every labelled owner image (the kind's
     utility) and on `LABELS_PER_CLASS` of them per class (its low-label utility)."""
     return ctx.utility(encoder), ctx.low_label_utility(encoder)
-
-
-def untrained(ctx: Context, seed: int) -> nn.Module:
-    """A fresh encoder of the profile's architecture, initialised with `seed`."""
-    torch.manual_seed(seed)
-    return ctx.kind.new(ctx)
 
 
 def main() -> None:
@@ -47,7 +42,7 @@ def main() -> None:
     with threadpool_limits(1):
         if "encoder" in kinds:
             ctx = Context(data, base, 0, "encoder", torch.device("cpu"), cache)
-            for name, make in (("untrained", lambda seed: untrained(ctx, seed)), ("owner's trained", ctx.base_model)):
+            for name, make in (("untrained", ctx.untrained_model), ("owner's trained", ctx.base_model)):
                 scores = [probes(ctx, make(seed)) for seed in range(base.scratch_seeds)]
                 print(f"encoder, {name} (seeds 0-{base.scratch_seeds - 1}): probe "
                       f"{mean(s[0] for s in scores):.3f} with {len(data.owner)} labels, "

@@ -12,14 +12,11 @@ from bench.cache import ArtifactCache
 from bench.config import get_profile
 from bench.context import Context
 from bench.datasets import load_dataset
-from bench.kinds.base import get_kind
 
 
 def random_init_probe(ctx: Context) -> float:
     """The linear-probe accuracy of an untrained encoder of the profile's architecture, seeded by the context."""
-    kind = get_kind("encoder")
-    torch.manual_seed(ctx.seed)
-    return kind.utility(ctx, kind.new(ctx).to(ctx.device).eval())
+    return ctx.utility(ctx.untrained_model())
 
 
 def main() -> None:
