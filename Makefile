@@ -41,7 +41,7 @@ standard: $(STAMP)
 publish-standard: $(STAMP)
 	$(VENV)/bin/wmbench publish --from runs/standard --to results/standard --profile standard --screenshot
 
-# The test suite on every core (pytest-xdist, one worker per core; each worker trains on one thread), listing
-# the 25 slowest tests.
+# The test suite on every core (pytest-xdist, one worker per core, each training on one thread; a test file runs
+# in one worker, so its module fixtures are built once), listing the 25 slowest tests.
 test: $(STAMP)
-	$(PY) -m pytest -n auto --dist worksteal --durations=25
+	$(PY) -m pytest -n auto --dist loadfile --durations=25
