@@ -124,7 +124,8 @@ def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = 
         if portable:
             pin_kernels()
         executor = LocalExecutor(workers) if portable or workers > 1 else SerialExecutor()
-        published, recorded = {c.cell: c for c in chosen}, db.recorded_fields()
+        published = {c.cell: c for c in chosen}
+        recorded = {CellId(**d["cell"]): set(d) for d in db.cell_records()}
         audits, unrecorded = [], set()
         with executor:
             for (_, cell), outcome in executor.map(run_cell, [(cfg, c.cell) for c in chosen]):
@@ -132,12 +133,9 @@ def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = 
                     outcome = CellResult(cell, f"failed: worker: {outcome!r}"[:300])
                 # a field this code records that the published run did not (it predates the field) has
                 # nothing to compare with: it is left out and named in the notes
-                missing = set(asdict(outcome)) - recorded[cell]
-                unrecorded |= missing
-                ours, theirs = stored(outcome), stored(published[cell])
-                for name in missing:
-                    ours.pop(name), theirs.pop(name)
-                audits.append(CellAudit(cell, differences(theirs, ours)))
+                unrecorded |= set(asdict(outcome)) - recorded[cell]
+                kept = lambda result: {k: v for k, v in stored(result).items() if k in recorded[cell]}  # noqa: E731
+                audits.append(CellAudit(cell, differences(kept(published[cell]), kept(outcome))))
     order = {c.cell: i for i, c in enumerate(chosen)}
     notes = provenance_notes(db) + ([f"not compared, the published run did not record them: "
                                      f"{', '.join(sorted(unrecorded))}"] if unrecorded else [])

@@ -191,25 +191,22 @@ class ResultsDB:
             row = con.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
         return default if row is None else json.loads(row[0])
 
-    def cells(self) -> list[CellResult]:
+    def cell_records(self) -> list[dict[str, Any]]:
+        """The cells' stored records as written (JSON objects, in cell order): a record of a run made before a
+        field existed lacks that field."""
         with self._connection() as con:
             rows = con.execute("SELECT data FROM cells WHERE profile=? ORDER BY defense, attack, strength, seed",
                                (self.profile,)).fetchall()
+        return [json.loads(data) for (data,) in rows]
+
+    def cells(self) -> list[CellResult]:
         out = []
-        for (data,) in rows:
-            d = json.loads(data)
+        for d in self.cell_records():
             d["cell"] = CellId(**d["cell"])
             for name in ("check", "matched_innocent", "pirate_check", "pirate_clean_check"):
                 d[name] = _check(d.get(name))
             out.append(CellResult(**d))
         return out
-
-    def recorded_fields(self) -> dict[CellId, set[str]]:
-        """Per cell, the fields its stored record holds (a run made before a field existed lacks it)."""
-        with self._connection() as con:
-            rows = con.execute("SELECT data FROM cells WHERE profile=?", (self.profile,)).fetchall()
-        records = [json.loads(data) for (data,) in rows]
-        return {CellId(**d["cell"]): set(d) for d in records}
 
     def prepared(self) -> dict[tuple[str, int], Prepared]:
         with self._connection() as con:
