@@ -15,6 +15,7 @@ from tabulate import tabulate
 from bench import __version__
 from bench.cache import atomic_write
 from bench.claims import claims_table, owner_verified
+from bench.kinds.encoder import LABELS_PER_CLASS
 from bench.results import ResultsDB
 from bench.nulls import check_alpha
 from bench.scoring import NO_MARK, UNSURE_MARK, UNTESTED, WORTH_GAIN, leaderboard, undecided
@@ -68,7 +69,7 @@ rates carry their 95 % Wilson interval in brackets (the CSV has them as separate
   `none` row is no attack: its verdicts say whether the owner's key detects its own model, `seeds_detected`
   in how many seeds. Rows whose `status` is `n/a` lie outside the threat model and are not run.
 - Encoder rows also carry the low-label utility (`utility_low_label_clean`, `utility_low_label_marked`,
-  `utility_low_label`: the linear probe trained on 10 labelled images per class) and an untrained encoder's
+  `utility_low_label`: the linear probe trained on {labels} labelled images per class) and an untrained encoder's
   (`utility_low_label_untrained`, the reference); `worth_protecting`: whether the marked encoder beats it by
   at least {gain:g} in most seeds, as the seeds decide.
 - `pirate_verification_rate`: a pirate's own key (tested against null keys drawn for the model it held)
@@ -152,7 +153,7 @@ def write_leaderboard(out: Path, profile: str = "default", alpha: float | None =
     header = (f"# wmbench leaderboard (profile `{profile}`)\n\n{setting_line(db.meta(f'profile:{profile}'))}\n\n"
               + f"## Summary\n\n{summary_markdown(table, drop, alpha)}\n"
               + f"## The papers' claims\n\n{claims_markdown(claims)}\n"
-              + "## Every row\n\n" + HOW_TO_READ.format(alpha=alpha, drop=drop, gain=WORTH_GAIN)
+              + "## Every row\n\n" + HOW_TO_READ.format(alpha=alpha, drop=drop, gain=WORTH_GAIN, labels=LABELS_PER_CLASS)
               + f"\n{reproducibility_line(db.meta('environment'))}\n\n{software_line(db.meta('software'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
@@ -282,7 +283,7 @@ def summary_markdown(table: pd.DataFrame, drop: float, alpha: float) -> str:
 
 
 def pretraining(table: pd.DataFrame) -> pd.DataFrame:
-    """Per defense whose kind has a low-label utility (the encoder's probe on 10 labels per class), what its
+    """Per defense whose kind has a low-label utility (the encoder's probe on `LABELS_PER_CLASS` labels per class), what its
     recipe's pretraining buys: the clean and marked models' low-label utility against an untrained model's
     of the kind (the reference row), and whether the marked model is worth protecting as the seeds decide."""
     rows = table[table["worth_protecting"].fillna("").astype(str) != ""]
@@ -295,7 +296,7 @@ def pretraining(table: pd.DataFrame) -> pd.DataFrame:
     return rows[columns].reset_index(drop=True)
 
 
-PRETRAINING_LEGEND = (f"What pretraining buys (low-label utility: the linear probe trained on 10 labelled images per "
+PRETRAINING_LEGEND = (f"What pretraining buys (low-label utility: the linear probe trained on {LABELS_PER_CLASS} labelled images per "
                       f"class; `untrained`: a model of the kind at its random initialisation, one per seed). A marked "
                       f"model is `worth_protecting` where its low-label utility beats the untrained model's by at "
                       f"least {WORTH_GAIN:g} in a seed, as the seeds decide.")
