@@ -1,6 +1,8 @@
 """`wmbench reproduce`: a reviewer's audit of a published leaderboard. It recomputes chosen cells from scratch in
 a fresh artifact cache, with the published run's profile, seeds and kernel setting, and compares every stored
-field of each cell but its timings and memory with the published database."""
+field of each cell but its timings and memory with the published database; and likewise the prepared row of
+each (defense, seed) those cells belong to (utilities before any attack, the low-label readings, the owner's key
+on its marked model and on every innocent model, every other party's key on the marked model)."""
 from __future__ import annotations
 
 import math
@@ -15,16 +17,18 @@ from bench.executors import LocalExecutor, SerialExecutor
 from bench.lockfile import code_version, lock_status
 from bench.portable import pin_kernels
 from bench.protocols import WmbenchError
-from bench.results import DB_NAME, CellId, CellResult, ResultsDB
-from bench.runner import run_cell
+from bench.results import DB_NAME, CellId, CellResult, Prepared, ResultsDB
+from bench.runner import prepare, run_cell
 
 # Fields of a cell that describe the machine's run, not the method's result.
 UNCOMPARED = ("seconds", "peak_rss_mb", "peak_gpu_mb", "device", "traceback")
 
 
 @dataclass
-class CellAudit:
-    cell: CellId
+class Audit:
+    """One recomputed record against its published one."""
+
+    name: str  # what was recomputed, as the report line names it
     differences: list[str] = field(default_factory=list)  # 'field: published X, recomputed Y'
 
     @property
@@ -32,9 +36,25 @@ class CellAudit:
         return not self.differences
 
     def line(self) -> str:
-        c = self.cell
-        name = f"{c.defense} × {c.attack}[{c.strength}] seed {c.seed}"
-        return f"{name}: identical" if self.identical else f"{name}: differs — {'; '.join(self.differences)}"
+        return f"{self.name}: identical" if self.identical else f"{self.name}: differs — {'; '.join(self.differences)}"
+
+
+@dataclass
+class CellAudit(Audit):
+    cell: CellId | None = None
+
+    @classmethod
+    def of(cls, cell: CellId, differences: list[str]) -> "CellAudit":
+        return cls(f"{cell.defense} × {cell.attack}[{cell.strength}] seed {cell.seed}", differences, cell)
+
+
+@dataclass
+class PreparedAudit(Audit):
+    group: tuple[str, int] = ("", 0)  # (defense, seed)
+
+    @classmethod
+    def of(cls, group: tuple[str, int], differences: list[str]) -> "PreparedAudit":
+        return cls(f"{group[0]} seed {group[1]} (prepared: before any attack)", differences, group)
 
 
 def published_config(folder: Path) -> tuple[dict, str]:
@@ -65,11 +85,18 @@ def differences(published: Any, recomputed: Any, path: str = "") -> list[str]:
     return [] if same else [f"{path}: published {published!r}, recomputed {recomputed!r}"]
 
 
-def stored(result: CellResult) -> dict:
-    """A cell as the database stores it (JSON round trip: tuples become lists, keys strings)."""
+def stored(result: CellResult | Prepared) -> dict:
+    """A record as the database stores it (JSON round trip: tuples become lists, keys strings)."""
     import json
 
     return json.loads(json.dumps(asdict(result)))
+
+
+def compared(published: dict, recomputed: dict, recorded: set[str]) -> tuple[list[str], set[str]]:
+    """The differences between two stored records over the fields the published one recorded, and the fields
+    the recomputed one has that it did not (a run made before the field existed: nothing to compare with)."""
+    kept = lambda record: {k: v for k, v in record.items() if k in recorded}  # noqa: E731
+    return differences(kept(published), kept(recomputed)), set(recomputed) - recorded
 
 
 def select(cells: list[CellResult], sample: int | None, defenses: list[str], attacks: list[str],
@@ -105,13 +132,19 @@ def provenance_notes(db: ResultsDB) -> list[str]:
 
 
 def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = (), attacks: list[str] = (),
-              cache: Path | None = None, workers: int = 1) -> tuple[list[CellAudit], list[str]]:
+              cache: Path | None = None, workers: int = 1,
+              prepared: bool = True) -> tuple[list[CellAudit], list[PreparedAudit], list[str]]:
     """Recompute the selected cells of the published run in `folder` from scratch (in `cache`, by default a
-    new temporary folder) and compare them with the published ones; also returns provenance notes."""
+    new temporary folder) and compare them with the published ones; with `prepared`, first recompute and compare
+    the prepared row of every (defense, seed) the cells belong to. Also returns provenance notes."""
     folder = Path(folder)
     config, label = published_config(folder)
     db = ResultsDB(folder, label)
     chosen = select(db.cells(), sample, list(defenses), list(attacks))
+    groups = sorted({(c.cell.defense, c.cell.seed) for c in chosen}) if prepared else []
+    published_groups = {(d["defense"], d["seed"]): d for d in db.prepared_records()}
+    if missing := [g for g in groups if g not in published_groups]:
+        raise WmbenchError(f"{folder / DB_NAME} holds no prepared row for {missing[0][0]} seed {missing[0][1]}")
     portable = bool((db.meta("environment") or {}).get("portable"))
     with tempfile.TemporaryDirectory(prefix="wmbench-reproduce-") as scratch:
         cfg = RunConfig(defenses=sorted({c.cell.defense for c in chosen}), attacks=sorted({c.cell.attack for c in chosen}),
@@ -126,17 +159,24 @@ def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = 
         executor = LocalExecutor(workers) if portable or workers > 1 else SerialExecutor()
         published = {c.cell: c for c in chosen}
         recorded = {CellId(**d["cell"]): set(d) for d in db.cell_records()}
-        audits, unrecorded = [], set()
+        cell_audits, prepared_audits, unrecorded = [], [], set()
         with executor:
+            for (_, defense, seed), outcome in executor.map(prepare, [(cfg, *g) for g in groups]):
+                record = published_groups[(defense, seed)]
+                if isinstance(outcome, tuple):
+                    diff, new = compared(record, stored(outcome[0]), set(record) - {"seconds"})
+                else:
+                    diff, new = [f"recomputation failed: {outcome!r}"[:300]], set()
+                unrecorded |= {f"prepared.{name}" for name in new - {"seconds"}}
+                prepared_audits.append(PreparedAudit.of((defense, seed), diff))
             for (_, cell), outcome in executor.map(run_cell, [(cfg, c.cell) for c in chosen]):
                 if not isinstance(outcome, CellResult):
                     outcome = CellResult(cell, f"failed: worker: {outcome!r}"[:300])
-                # a field this code records that the published run did not (it predates the field) has
-                # nothing to compare with: it is left out and named in the notes
-                unrecorded |= set(asdict(outcome)) - recorded[cell]
-                kept = lambda result: {k: v for k, v in stored(result).items() if k in recorded[cell]}  # noqa: E731
-                audits.append(CellAudit(cell, differences(kept(published[cell]), kept(outcome))))
+                diff, new = compared(stored(published[cell]), stored(outcome), recorded[cell])
+                unrecorded |= new
+                cell_audits.append(CellAudit.of(cell, diff))
     order = {c.cell: i for i, c in enumerate(chosen)}
     notes = provenance_notes(db) + ([f"not compared, the published run did not record them: "
                                      f"{', '.join(sorted(unrecorded))}"] if unrecorded else [])
-    return sorted(audits, key=lambda a: order[a.cell]), notes
+    return (sorted(cell_audits, key=lambda a: order[a.cell]), sorted(prepared_audits, key=lambda a: a.group),
+            notes)

@@ -137,15 +137,20 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bench.audit import reproduce
 
-    audits, notes = reproduce(args.folder, sample=args.sample, defenses=_names(args.defenses),
-                              attacks=_names(args.attacks), cache=args.cache, workers=args.workers)
+    cells, prepared, notes = reproduce(args.folder, sample=args.sample, defenses=_names(args.defenses),
+                                       attacks=_names(args.attacks), cache=args.cache, workers=args.workers,
+                                       prepared=not args.cells_only)
     for note in notes:
         print(f"note: {note}")
-    for audit in audits:
+    for audit in [*prepared, *cells]:
         print(audit.line())
-    differ = sum(not a.identical for a in audits)
-    print(f"{len(audits) - differ} of {len(audits)} cells identical" + (f", {differ} differ" if differ else ""))
-    return 1 if differ else 0
+
+    def tally(audits: list, what: str) -> str:
+        differ = sum(not a.identical for a in audits)
+        return f"{len(audits) - differ} of {len(audits)} {what} identical" + (f", {differ} differ" if differ else "")
+
+    print(tally(cells, "cells") + (f"; {tally(prepared, 'prepared rows')}" if prepared else ""))
+    return 1 if any(not a.identical for a in [*prepared, *cells]) else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -258,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--cache", type=Path, help="artifact cache to build into (default: a new empty folder, "
                                                   "removed afterwards)")
     audit.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
+    audit.add_argument("--cells-only", action="store_true",
+                       help="skip the prepared rows (utilities before any attack, the owner's, innocents' and other "
+                            "parties' checks) of the chosen cells' (defense, seed) pairs")
     audit.set_defaults(fn=cmd_reproduce)
 
     report = sub.add_parser("report", help="rebuild the leaderboard files from the database")

@@ -208,12 +208,16 @@ class ResultsDB:
             out.append(CellResult(**d))
         return out
 
-    def prepared(self) -> dict[tuple[str, int], Prepared]:
+    def prepared_records(self) -> list[dict[str, Any]]:
+        """The prepared rows' stored records as written (JSON objects, by defense and seed)."""
         with self._connection() as con:
-            rows = con.execute("SELECT data FROM prepared WHERE profile=?", (self.profile,)).fetchall()
+            rows = con.execute("SELECT data FROM prepared WHERE profile=? ORDER BY defense, seed",
+                               (self.profile,)).fetchall()
+        return [json.loads(data) for (data,) in rows]
+
+    def prepared(self) -> dict[tuple[str, int], Prepared]:
         out = {}
-        for (data,) in rows:
-            d = json.loads(data)
+        for d in self.prepared_records():
             d["innocent_checks"] = [Check(**c) for c in d["innocent_checks"]]
             # runs from before the key-randomization test checked decoy keys instead of parties: not carried over
             d["party_checks"] = [Check(**c) for c in d.pop("party_checks", [])]

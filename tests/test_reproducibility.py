@@ -82,8 +82,9 @@ def test_reproduce_says_identical_and_names_a_tampered_field(tiny_run, tmp_path,
     published = tmp_path / "published"
     assert main(["publish", "--from", str(tiny_run.out), "--to", str(published), "--profile", "smoke",
                  "--readme", str(tmp_path / "none.md")]) == 0
-    audits, _ = reproduce(published, cache=tmp_path / "fresh-cache", workers=1)
+    audits, prepared, _ = reproduce(published, cache=tmp_path / "fresh-cache", workers=1)
     assert [a.line() for a in audits] == ["null_embedding × pruning[0.5] seed 0: identical"]
+    assert [a.line() for a in prepared] == ["null_embedding seed 0 (prepared: before any attack): identical"]
     assert any((tmp_path / "fresh-cache").rglob("*.safetensors"))  # recomputed, not read from the run's cache
 
     with sqlite3.connect(published / "results.sqlite") as con:
@@ -93,18 +94,32 @@ def test_reproduce_says_identical_and_names_a_tampered_field(tiny_run, tmp_path,
         cell["utility_attacked"] = 0.123
         cell["check"]["details"]["acc_null"] = -1.0
         con.execute("UPDATE cells SET data=? WHERE attack='pruning'", (json.dumps(cell),))
+        (data,) = con.execute("SELECT data FROM prepared WHERE defense='null_embedding'").fetchone()
+        row = json.loads(data)
+        true_fpr_p = row["innocent_checks"][0]["p_value"]
+        row["innocent_checks"][0]["p_value"] = 0.5
+        con.execute("UPDATE prepared SET data=? WHERE defense='null_embedding'", (json.dumps(row),))
     capsys.readouterr()
     assert main(["reproduce", str(published), "--cache", str(tmp_path / "fresh-cache"), "--workers", "1"]) == 1
     out = capsys.readouterr().out
     assert f"utility_attacked: published 0.123, recomputed {true_utility!r}" in out
-    assert "check.details.acc_null: published -1.0" in out and "0 of 1 cells identical, 1 differ" in out
+    assert "check.details.acc_null: published -1.0" in out
+    assert f"innocent_checks[0].p_value: published 0.5, recomputed {true_fpr_p!r}" in out
+    assert "0 of 1 cells identical, 1 differ; 0 of 1 prepared rows identical, 1 differ" in out
+    assert main(["reproduce", str(published), "--cache", str(tmp_path / "fresh-cache"), "--workers", "1",
+                 "--cells-only"]) == 1
+    assert "prepared" not in capsys.readouterr().out
     with sqlite3.connect(published / "results.sqlite") as con:  # a run made before a field existed
         cell["utility_attacked"], cell["check"]["details"]["acc_null"] = true_utility, acc_null
         del cell["utility_low_label"]
         con.execute("UPDATE cells SET data=? WHERE attack='pruning'", (json.dumps(cell),))
-    audits, notes = reproduce(published, cache=tmp_path / "fresh-cache", workers=1)
-    assert [a.identical for a in audits] == [True]
-    assert "not compared, the published run did not record them: utility_low_label" in notes
+        row["innocent_checks"][0]["p_value"] = true_fpr_p
+        del row["utility_low_label_untrained"]
+        con.execute("UPDATE prepared SET data=? WHERE defense='null_embedding'", (json.dumps(row),))
+    audits, prepared, notes = reproduce(published, cache=tmp_path / "fresh-cache", workers=1)
+    assert [a.identical for a in audits + prepared] == [True, True]
+    assert ("not compared, the published run did not record them: prepared.utility_low_label_untrained, "
+            "utility_low_label") in notes
     assert main(["reproduce", str(tmp_path / "nothing")]) == 2
     assert main(["reproduce", str(published), "--defenses", "vlpmarker"]) == 2
     assert "no finished cell" in capsys.readouterr().err
