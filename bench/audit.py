@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from bench.protocols import WmbenchError
 from bench.results import DB_NAME, CellId, CellResult, Prepared, ResultsDB
 from bench.runner import prepare, run_cell
 
-# Fields of a cell that describe the machine's run, not the method's result.
+# Fields of a record that describe the machine's run, not the method's result.
 UNCOMPARED = ("seconds", "peak_rss_mb", "peak_gpu_mb", "device", "traceback")
 
 
@@ -39,22 +39,12 @@ class Audit:
         return f"{self.name}: identical" if self.identical else f"{self.name}: differs — {'; '.join(self.differences)}"
 
 
-@dataclass
-class CellAudit(Audit):
-    cell: CellId | None = None
-
-    @classmethod
-    def of(cls, cell: CellId, differences: list[str]) -> "CellAudit":
-        return cls(f"{cell.defense} × {cell.attack}[{cell.strength}] seed {cell.seed}", differences, cell)
+def cell_name(cell: CellId) -> str:
+    return f"{cell.defense} × {cell.attack}[{cell.strength}] seed {cell.seed}"
 
 
-@dataclass
-class PreparedAudit(Audit):
-    group: tuple[str, int] = ("", 0)  # (defense, seed)
-
-    @classmethod
-    def of(cls, group: tuple[str, int], differences: list[str]) -> "PreparedAudit":
-        return cls(f"{group[0]} seed {group[1]} (prepared: before any attack)", differences, group)
+def prepared_name(defense: str, seed: int) -> str:
+    return f"{defense} seed {seed} (prepared: before any attack)"
 
 
 def published_config(folder: Path) -> tuple[dict, str]:
@@ -78,7 +68,9 @@ def differences(published: Any, recomputed: Any, path: str = "") -> list[str]:
                 continue
             out += differences(published.get(name), recomputed.get(name), f"{path}.{name}" if path else name)
         return out
-    if isinstance(published, list) and isinstance(recomputed, list) and len(published) == len(recomputed):
+    if isinstance(published, list) and isinstance(recomputed, list):
+        if len(published) != len(recomputed):
+            return [f"{path}: published {len(published)} entries, recomputed {len(recomputed)}"]
         return [d for i, (a, b) in enumerate(zip(published, recomputed)) for d in differences(a, b, f"{path}[{i}]")]
     same = (published == recomputed or (isinstance(published, float) and isinstance(recomputed, float)
                                         and math.isnan(published) and math.isnan(recomputed)))
@@ -92,11 +84,14 @@ def stored(result: CellResult | Prepared) -> dict:
     return json.loads(json.dumps(asdict(result)))
 
 
-def compared(published: dict, recomputed: dict, recorded: set[str]) -> tuple[list[str], set[str]]:
-    """The differences between two stored records over the fields the published one recorded, and the fields
-    the recomputed one has that it did not (a run made before the field existed: nothing to compare with)."""
-    kept = lambda record: {k: v for k, v in record.items() if k in recorded}  # noqa: E731
-    return differences(kept(published), kept(recomputed)), set(recomputed) - recorded
+def compared(published: dict, recomputed: dict) -> tuple[list[str], set[str], set[str]]:
+    """The differences between two stored records over the fields both hold; the fields only the recomputed one
+    holds (the published run predates them) and those only the published one holds (this code no longer records
+    them): neither side has anything to compare with."""
+    both = published.keys() & recomputed.keys()
+    kept = lambda record: {k: v for k, v in record.items() if k in both}  # noqa: E731
+    return (differences(kept(published), kept(recomputed)), set(recomputed) - both - set(UNCOMPARED),
+            set(published) - both - set(UNCOMPARED))
 
 
 def select(cells: list[CellResult], sample: int | None, defenses: list[str], attacks: list[str],
@@ -133,23 +128,28 @@ def provenance_notes(db: ResultsDB) -> list[str]:
 
 def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = (), attacks: list[str] = (),
               cache: Path | None = None, workers: int = 1,
-              prepared: bool = True) -> tuple[list[CellAudit], list[PreparedAudit], list[str]]:
+              prepared: bool = True) -> tuple[list[Audit], list[Audit], list[str]]:
     """Recompute the selected cells of the published run in `folder` from scratch (in `cache`, by default a
     new temporary folder) and compare them with the published ones; with `prepared`, first recompute and compare
-    the prepared row of every (defense, seed) the cells belong to. Also returns provenance notes."""
+    the prepared row of every (defense, seed) the cells belong to — which trains every seed's clean model and the
+    innocent pool of the kind, so even one cell's audit costs about a bases wave of its kind. Returns the cells'
+    audits in the cells' order, the prepared rows' by defense and seed, and provenance notes."""
     folder = Path(folder)
     config, label = published_config(folder)
     db = ResultsDB(folder, label)
     chosen = select(db.cells(), sample, list(defenses), list(attacks))
     groups = sorted({(c.cell.defense, c.cell.seed) for c in chosen}) if prepared else []
-    published_groups = {(d["defense"], d["seed"]): d for d in db.prepared_records()}
+    published_groups = {(d["defense"], d["seed"]): d for d in db.prepared_records()} if prepared else {}
     if missing := [g for g in groups if g not in published_groups]:
-        raise WmbenchError(f"{folder / DB_NAME} holds no prepared row for {missing[0][0]} seed {missing[0][1]}")
+        raise WmbenchError(f"{folder / DB_NAME} holds no prepared row for {missing[0][0]} seed {missing[0][1]}; "
+                           f"audit its cells alone with --cells-only")
     portable = bool((db.meta("environment") or {}).get("portable"))
+    profile = db.meta(f"profile:{label}") or {}
     with tempfile.TemporaryDirectory(prefix="wmbench-reproduce-") as scratch:
         cfg = RunConfig(defenses=sorted({c.cell.defense for c in chosen}), attacks=sorted({c.cell.attack for c in chosen}),
                         seeds=config.get("seeds"), out=Path(scratch) / "run", profile=config["profile"],
                         vlp=config.get("vlp"), data=config.get("data"), attacker_share=config.get("attacker_share"),
+                        vlp_innocents=list(profile.get("vlp_innocents", ())),
                         cache=cache or Path(scratch) / "cache",
                         device="cpu", workers=workers, portable=portable,
                         alpha=config.get("alpha"),
@@ -157,26 +157,30 @@ def reproduce(folder: Path, *, sample: int | None = None, defenses: list[str] = 
         if portable:
             pin_kernels()
         executor = LocalExecutor(workers) if portable or workers > 1 else SerialExecutor()
-        published = {c.cell: c for c in chosen}
-        recorded = {CellId(**d["cell"]): set(d) for d in db.cell_records()}
-        cell_audits, prepared_audits, unrecorded = [], [], set()
+        # a prepared row checks every other seed's owner's key: it is recomputed with the seeds it was made with
+        # (a run resumed with more seeds keeps the rows it had)
+        prepare_tasks = [(replace(cfg, seeds=len(published_groups[g].get("party_checks", [])) + 1), *g)
+                         for g in groups]
+        recorded = {CellId(**d["cell"]): d for d in db.cell_records()}
+        cell_audits, prepared_audits, unrecorded, dropped = {}, {}, set(), set()
         with executor:
-            for (_, defense, seed), outcome in executor.map(prepare, [(cfg, *g) for g in groups]):
-                record = published_groups[(defense, seed)]
+            for (_, defense, seed), outcome in executor.map(prepare, prepare_tasks):
                 if isinstance(outcome, tuple):
-                    diff, new = compared(record, stored(outcome[0]), set(record) - {"seconds"})
+                    diff, new, gone = compared(published_groups[(defense, seed)], stored(outcome[0]))
+                    unrecorded |= {f"prepared.{name}" for name in new}
+                    dropped |= {f"prepared.{name}" for name in gone}
                 else:
-                    diff, new = [f"recomputation failed: {outcome!r}"[:300]], set()
-                unrecorded |= {f"prepared.{name}" for name in new - {"seconds"}}
-                prepared_audits.append(PreparedAudit.of((defense, seed), diff))
+                    diff = [f"recomputation failed: {outcome!r}"[:300]]
+                prepared_audits[(defense, seed)] = Audit(prepared_name(defense, seed), diff)
             for (_, cell), outcome in executor.map(run_cell, [(cfg, c.cell) for c in chosen]):
                 if not isinstance(outcome, CellResult):
                     outcome = CellResult(cell, f"failed: worker: {outcome!r}"[:300])
-                diff, new = compared(stored(published[cell]), stored(outcome), recorded[cell])
-                unrecorded |= new
-                cell_audits.append(CellAudit.of(cell, diff))
-    order = {c.cell: i for i, c in enumerate(chosen)}
-    notes = provenance_notes(db) + ([f"not compared, the published run did not record them: "
-                                     f"{', '.join(sorted(unrecorded))}"] if unrecorded else [])
-    return (sorted(cell_audits, key=lambda a: order[a.cell]), sorted(prepared_audits, key=lambda a: a.group),
-            notes)
+                diff, new, gone = compared(recorded[cell], stored(outcome))
+                unrecorded, dropped = unrecorded | new, dropped | gone
+                cell_audits[cell] = Audit(cell_name(cell), diff)
+    notes = (provenance_notes(db)
+             + ([f"not compared, the published run did not record them: {', '.join(sorted(unrecorded))}"]
+                if unrecorded else [])
+             + ([f"not compared, this code no longer records them: {', '.join(sorted(dropped))}"]
+                if dropped else []))
+    return [cell_audits[c.cell] for c in chosen], [prepared_audits[g] for g in groups], notes

@@ -100,26 +100,32 @@ def test_reproduce_says_identical_and_names_a_tampered_field(tiny_run, tmp_path,
         row["innocent_checks"][0]["p_value"] = 0.5
         con.execute("UPDATE prepared SET data=? WHERE defense='null_embedding'", (json.dumps(row),))
     capsys.readouterr()
-    assert main(["reproduce", str(published), "--cache", str(tmp_path / "fresh-cache"), "--workers", "1"]) == 1
+    reproduce_cli = ["reproduce", str(published), "--cache", str(tmp_path / "fresh-cache"), "--workers", "1"]
+    assert main(reproduce_cli) == 1
     out = capsys.readouterr().out
     assert f"utility_attacked: published 0.123, recomputed {true_utility!r}" in out
     assert "check.details.acc_null: published -1.0" in out
     assert f"innocent_checks[0].p_value: published 0.5, recomputed {true_fpr_p!r}" in out
     assert "0 of 1 cells identical, 1 differ; 0 of 1 prepared rows identical, 1 differ" in out
-    assert main(["reproduce", str(published), "--cache", str(tmp_path / "fresh-cache"), "--workers", "1",
-                 "--cells-only"]) == 1
+    assert main(reproduce_cli + ["--cells-only"]) == 1
     assert "prepared" not in capsys.readouterr().out
-    with sqlite3.connect(published / "results.sqlite") as con:  # a run made before a field existed
+    with sqlite3.connect(published / "results.sqlite") as con:  # only the prepared row differs now
         cell["utility_attacked"], cell["check"]["details"]["acc_null"] = true_utility, acc_null
+        con.execute("UPDATE cells SET data=? WHERE attack='pruning'", (json.dumps(cell),))
+    assert main(reproduce_cli) == 1 and main(reproduce_cli + ["--cells-only"]) == 0
+    assert "1 of 1 cells identical" in capsys.readouterr().out
+    with sqlite3.connect(published / "results.sqlite") as con:  # a run made before a field existed, or after one went
         del cell["utility_low_label"]
         con.execute("UPDATE cells SET data=? WHERE attack='pruning'", (json.dumps(cell),))
         row["innocent_checks"][0]["p_value"] = true_fpr_p
         del row["utility_low_label_untrained"]
+        row["retired_field"] = 1
         con.execute("UPDATE prepared SET data=? WHERE defense='null_embedding'", (json.dumps(row),))
     audits, prepared, notes = reproduce(published, cache=tmp_path / "fresh-cache", workers=1)
     assert [a.identical for a in audits + prepared] == [True, True]
     assert ("not compared, the published run did not record them: prepared.utility_low_label_untrained, "
             "utility_low_label") in notes
+    assert "not compared, this code no longer records them: prepared.retired_field" in notes
     assert main(["reproduce", str(tmp_path / "nothing")]) == 2
     assert main(["reproduce", str(published), "--defenses", "vlpmarker"]) == 2
     assert "no finished cell" in capsys.readouterr().err
@@ -130,6 +136,8 @@ def test_differences_compare_every_stored_leaf_but_timings():
     b = {"utility_attacked": 0.5, "seconds": 9.0, "check": {"statistic": float("nan"), "details": {"x": [1, 3]}}}
     assert differences(a, b) == ["check.details.x[1]: published 2, recomputed 3"]
     assert differences(a, a) == []
+    assert differences({"party_checks": [1, 2]}, {"party_checks": [1]}) == [
+        "party_checks: published 2 entries, recomputed 1"]
 
 
 def test_the_kernel_fingerprint_is_the_same_on_a_second_call():
