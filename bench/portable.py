@@ -26,13 +26,15 @@ def pin_kernels() -> None:
     os.environ.update(PINNED)
 
 
-def cpuinfo(field: str) -> str:
-    """The first value of `field` in /proc/cpuinfo ('' where there is none, e.g. off Linux)."""
+def cpuinfo(field: str, path: str = "/proc/cpuinfo") -> str:
+    """The first value of the field named exactly `field` in /proc/cpuinfo ('' where there is none, e.g. off
+    Linux)."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith(field):
-                    return line.split(":", 1)[1].strip()
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
     except OSError:
         pass
     return ""
@@ -40,6 +42,13 @@ def cpuinfo(field: str) -> str:
 
 def cpu_model() -> str:
     return cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_generation(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's family and model numbers ('family 26 model 2'), which tell apart generations that share a
+    model name (two 'AMD EPYC' machines of different speed and instruction sets); '' where unknown."""
+    family, model = cpuinfo("cpu family", path), cpuinfo("model", path)
+    return f"family {family} model {model}" if family and model else ""
 
 
 def simd_flags() -> list[str]:
@@ -54,4 +63,5 @@ def environment(portable: bool) -> dict:
     return {"portable": portable, "pinned": PINNED_ISA if portable else None,
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "kernel_settings": {k: os.environ.get(k) for k in KERNEL_VARIABLES},
-            "cpu_model": cpu_model(), "cpu_flags": simd_flags(), "machine": platform.machine()}
+            "cpu_model": cpu_model(), "cpu_generation": cpu_generation(), "cpu_flags": simd_flags(),
+            "machine": platform.machine()}

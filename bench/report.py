@@ -408,7 +408,8 @@ def reproducibility_line(env: dict | None) -> str:
     """What the run's metadata says about bit-reproducibility (bench.portable)."""
     if not env:
         return "Reproducibility: no machine metadata recorded for this run."
-    machine = f"{env.get('cpu_model', '?')}, torch {env.get('torch', '?')}"
+    generation = f" ({env['cpu_generation']})" if env.get("cpu_generation") else ""
+    machine = f"{env.get('cpu_model', '?')}{generation}, torch {env.get('torch', '?')}"
     if env.get("portable"):
         return (f"Reproducibility: portable mode — CPU kernels pinned to {env.get('pinned')} in every process, so "
                 f"a rerun on the same kind of CPU with the same package versions gives the same numbers "

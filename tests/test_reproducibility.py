@@ -10,6 +10,8 @@ from bench.audit import differences, reproduce
 from bench.report import write_leaderboard
 from bench.cli import main
 from bench.lockfile import LOCK_FILE, lock_status, read_lock
+from bench.portable import cpu_generation, cpuinfo
+from bench.report import reproducibility_line
 from bench.results import ResultsDB
 from bench.runner import run_matrix
 
@@ -50,6 +52,18 @@ def test_a_run_records_its_software_and_the_header_names_it(tiny_run):
     text = (tiny_run.out / "leaderboard.md").read_text()
     assert f"torch {software['packages']['torch']}" in text and "numpy" in text
     assert ("the locked environment (requirements.lock sha256 " + software["lock_sha256"][:12]) in text
+
+
+def test_the_cpu_generation_is_read_by_exact_field_name_and_named_in_the_header(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nmodel\t\t: 2\ncpu family\t: 26\n")
+    assert cpuinfo("model", str(info)) == "2" and cpuinfo("model name", str(info)) == "AMD EPYC"
+    assert cpu_generation(str(info)) == "family 26 model 2"
+    assert cpu_generation(str(tmp_path / "absent")) == ""
+    env = {"portable": True, "pinned": "AVX2", "cpu_model": "AMD EPYC", "torch": "2.14.1"}
+    assert "(this run: AMD EPYC (family 26 model 2), torch 2.14.1)" in reproducibility_line(
+        {**env, "cpu_generation": "family 26 model 2"})
+    assert "(this run: AMD EPYC, torch 2.14.1)" in reproducibility_line(env)  # runs that did not record it
 
 
 def test_a_run_is_not_resumed_with_other_package_versions(tiny_run, capsys):
