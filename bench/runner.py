@@ -430,7 +430,8 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
                 db.set_meta("environment", env)
         wave_start, task_s = time.perf_counter(), 0.0
         digests: dict[tuple[str, Clean], str] = {}
-        for (_, kind, clean), outcome in _wave(executor, build_base, [(cfg, k, c) for k, c in bases]):
+        built = _wave(executor, build_base, [(cfg, k, c) for k, c in bases])
+        for (_, kind, clean), outcome in _with_progress(built, len(bases), "bases", progress, _base_line):
             if isinstance(outcome, tuple):  # a base that fails to build fails the groups that need it, below
                 task_s += outcome[0]
                 digests[(kind, clean)] = outcome[1]
@@ -439,7 +440,8 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
         check_innocents_are_distinct(innocent, owned)
         timing.append(WaveTiming("bases", len(bases), time.perf_counter() - wave_start, task_s))
         wave_start, task_s = time.perf_counter(), 0.0
-        for (_, d, s), outcome in _wave(executor, prepare, [(cfg, d, s) for d, s in todo_groups]):
+        made = _wave(executor, prepare, [(cfg, d, s) for d, s in todo_groups])
+        for (_, d, s), outcome in _with_progress(made, len(todo_groups), "prepare", progress, _prepared_line):
             if isinstance(outcome, BaseException):
                 failed_groups[(d, s)] = f"{outcome.__class__.__name__}: {outcome}".replace("\n", " ")[:300]
             else:
@@ -455,7 +457,7 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
         wave_start, task_s = time.perf_counter(), 0.0
         outcomes = (r if isinstance(r, CellResult) else CellResult(args[1], f"failed: worker: {r!r}"[:300])
                     for args, r in _wave(executor, run_cell, runnable))
-        for result in _with_progress(outcomes, len(runnable), progress):
+        for result in _with_progress(outcomes, len(runnable), "cells", progress, _cell_line):
             db.put_cell(result)
             task_s += result.seconds or 0.0
         timing.append(WaveTiming("cells", len(runnable), time.perf_counter() - wave_start, task_s))
@@ -502,14 +504,35 @@ def _check_same_software(db: ResultsDB) -> None:
         db.set_meta("software", current)
 
 
-def _with_progress(results: Iterable[CellResult], total: int, progress: bool) -> Iterable[CellResult]:
+def _with_progress(outcomes: Iterable[T], total: int, wave: str, progress: bool,
+                   line: Callable[[T], str]) -> Iterator[T]:
+    """The outcomes of a wave as they arrive, under a progress bar named after the wave, with a line each."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc="cells", unit="cell", disable=not progress, leave=False)
-    for r in results:
-        c = r.cell
-        verdict = "" if r.check is None else f" detected={r.check.detected} stat={r.check.statistic:.3f}"
-        bar.write(f"{c.defense} × {c.attack}[{c.strength}] seed {c.seed}: {r.status}{verdict} ({r.seconds:.1f}s)")
+    bar = tqdm(total=total, desc=wave, unit="task", disable=not progress, leave=False)
+    for outcome in outcomes:
+        bar.write(line(outcome))
         bar.update()
-        yield r
+        yield outcome
     bar.close()
+
+
+def _base_line(outcome: tuple[tuple, Any]) -> str:
+    (_, kind, clean), built = outcome
+    done = f"built ({built[0]:.1f}s)" if isinstance(built, tuple) else f"failed: {built!r}"[:200]
+    return f"{kind} {clean.name}: {done}"
+
+
+def _prepared_line(outcome: tuple[tuple, Any]) -> str:
+    (_, defense, seed), made = outcome
+    if isinstance(made, BaseException):
+        return f"{defense} seed {seed}: failed: {made!r}"[:200]
+    owner = made[0].owner_check
+    verdict = "" if owner is None else f" owner detected={owner.detected} p={owner.p_value:.3g}"
+    return f"{defense} seed {seed}: prepared{verdict} ({made[0].seconds:.1f}s)"
+
+
+def _cell_line(r: CellResult) -> str:
+    c = r.cell
+    verdict = "" if r.check is None else f" detected={r.check.detected} stat={r.check.statistic:.3f}"
+    return f"{c.defense} × {c.attack}[{c.strength}] seed {c.seed}: {r.status}{verdict} ({r.seconds:.1f}s)"

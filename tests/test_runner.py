@@ -66,11 +66,18 @@ def test_unknown_names_are_errors(run_config):
         make_plan(run_config(defenses=["nope"]))
 
 
-def test_matrix_writes_leaderboard_and_resumes(run_config):
+def test_matrix_writes_leaderboard_and_resumes(run_config, capsys):
     cfg = run_config(defenses=["null_embedding"], attacks=["none", "pruning"])
-    first = run_matrix(cfg, progress=False)
+    first = run_matrix(cfg)
     write_leaderboard(cfg.out, cfg.label)
     assert (first.ran, first.failed) == (5, 0)
+    # every wave reports each finished task: the clean models, the prepared (defense, seed), the cells
+    lines = capsys.readouterr().out.splitlines()
+    # the owner's, 10 innocents' and the attacker's 3 own classifiers
+    assert sum(line.startswith("classifier seed ") and ": built (" in line for line in lines) == 1 + 10 + 3
+    prepared = [line for line in lines if ": prepared" in line]
+    assert len(prepared) == 1 and prepared[0].startswith("null_embedding seed 0: prepared owner detected=True p=0.01 (")
+    assert sum(line.startswith("null_embedding × ") for line in lines) == 5
     table = pd.read_csv(cfg.out / "leaderboard.csv")
     assert list(table.columns) == COLUMNS and set(REQUIRED) <= set(table.columns)
     none_row = table[table.attack == "none"].iloc[0]
