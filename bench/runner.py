@@ -207,6 +207,11 @@ def build_base(cfg: RunConfig, kind: str, clean: Clean) -> tuple[float, str]:
     return time.perf_counter() - start, weights_digest(model)
 
 
+def failure_reason(e: BaseException) -> str:
+    """One line naming what failed: the exception's type and message, at most 300 characters."""
+    return f"{e.__class__.__name__}: {e}".replace("\n", " ")[:300]
+
+
 def checked(defense: Defense, ctx: Context, suspect: nn.Module, key: Key, nulls: Sequence[Key], unit: str = "") -> Check:
     """`key` checked on `suspect` both ways: the defense's own verification at its paper's threshold, and the
     key-randomization test against `nulls` (`bench.nulls`)."""
@@ -297,8 +302,7 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
     except StorageError:  # the disk refused a write: not the method's fault, it stops the run in one line
         raise
     except Exception as e:  # a failing method fails its cell, not the matrix
-        reason = f"{e.__class__.__name__}: {e}".replace("\n", " ")[:300]
-        result = CellResult(cell, f"failed: {reason}", traceback=traceback.format_exc())
+        result = CellResult(cell, f"failed: {failure_reason(e)}", traceback=traceback.format_exc())
     result.seconds = time.perf_counter() - start
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if wb.device.type == "cuda":
@@ -443,7 +447,7 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
         made = _wave(executor, prepare, [(cfg, d, s) for d, s in todo_groups])
         for (_, d, s), outcome in _with_progress(made, len(todo_groups), "prepare", progress, _prepared_line):
             if isinstance(outcome, BaseException):
-                failed_groups[(d, s)] = f"{outcome.__class__.__name__}: {outcome}".replace("\n", " ")[:300]
+                failed_groups[(d, s)] = failure_reason(outcome)
             else:
                 prepared_group, marked_digest = outcome
                 check_innocents_are_distinct(innocent, {marked_digest: f"the marked {d} model of seed {s}"})
@@ -519,14 +523,14 @@ def _with_progress(outcomes: Iterable[T], total: int, wave: str, progress: bool,
 
 def _base_line(outcome: tuple[tuple, Any]) -> str:
     (_, kind, clean), built = outcome
-    done = f"built ({built[0]:.1f}s)" if isinstance(built, tuple) else f"failed: {built!r}"[:200]
+    done = f"built ({built[0]:.1f}s)" if isinstance(built, tuple) else f"failed: {failure_reason(built)}"
     return f"{kind} {clean.name}: {done}"
 
 
 def _prepared_line(outcome: tuple[tuple, Any]) -> str:
     (_, defense, seed), made = outcome
     if isinstance(made, BaseException):
-        return f"{defense} seed {seed}: failed: {made!r}"[:200]
+        return f"{defense} seed {seed}: failed: {failure_reason(made)}"
     owner = made[0].owner_check
     verdict = "" if owner is None else f" owner detected={owner.detected} p={owner.p_value:.3g}"
     return f"{defense} seed {seed}: prepared{verdict} ({made[0].seconds:.1f}s)"
