@@ -10,12 +10,16 @@ the test conservative. The smallest p-value is 1 / (K + 1) — the resolution th
 read at.
 
 Sequential stopping (Besag and Clifford, Biometrika 1991): nulls are scored in order, and the test stops as
-soon as `stop_after` of them reach the key's score, with p = stop_after / (nulls scored). The p-value stays
-valid, and at K = 99 a stopped test's p is at least 10/99, so stopping never changes a verdict at α < 0.1. Nulls
-are scored in growing batches (20, 40, the rest): under the null about half the tests stop within the first
-20; a key that beats them all needs all K."""
+soon as h of them reach the key's score, with p = h / (nulls scored). The p-value stays valid at every level.
+h is tied to the level α the run reads its tests at (`stop_count`): h = ⌊αK⌋ + 1, the fewest exceedances that
+rule out p ≤ α, so a stopped test's p = h / scored ≥ h / K exceeds α, and every verdict at α — and at every
+finer level — is the one the full test gives. At α = 0.01 and K = 99, h = 1: a test stops at the first null
+that reaches the key. Read at a coarser level than the run's, the p-values stay valid but can lose power
+against the full test. Nulls are scored in growing batches (2h, 4h, …, the rest): under the null most tests
+stop within the first few; a key that beats them all needs all K."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -23,8 +27,6 @@ from torch import nn
 
 from bench.protocols import Context, Defense, Key, WmbenchError
 
-STOP_AFTER = 10  # Besag–Clifford's h: the test stops once this many nulls reach the key's score
-FIRST_BATCH = 2 * STOP_AFTER  # nulls scored before the first look; each later batch doubles
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,22 @@ def check_alpha(alpha: float, null_size: int) -> None:
                            f"with more `null_keys`")
 
 
+def stop_count(alpha: float, null_size: int) -> int:
+    """Besag–Clifford's h for tests read at `alpha` against K = `null_size` null keys: ⌊αK⌋ + 1, the fewest
+    exceedances after which neither the stopped p (h / scored ≥ h / K) nor the full test's p can reach α."""
+    return math.floor(alpha * null_size + 1e-9) + 1
+
+
 def key_test(score: float, null_scores: Callable[[int, int], Sequence[float]], null_size: int,
-             stop_after: int = STOP_AFTER) -> KeyTest:
+             stop_after: int) -> KeyTest:
     """The key-randomization test of a key whose statistic is `score`, against `null_size` null keys whose
-    statistics `null_scores(start, stop)` gives in their fixed order (computed lazily, in batches). A null
-    statistic of -inf stands for one the defense proved to lie below `score` without computing it."""
+    statistics `null_scores(start, stop)` gives in their fixed order (computed lazily, in batches), stopping once
+    `stop_after` (h) of them reach `score` (`stop_count`). A null statistic of -inf stands for one the defense
+    proved to lie below `score` without computing it."""
     if score != score:  # NaN: a suspect whose statistic is undefined (e.g. NaN outputs) carries no evidence
         return KeyTest(1.0, score, 0, 0, null_size)
     exceed = scored = 0
-    start, batch = 0, FIRST_BATCH
+    start, batch = 0, 2 * stop_after
     while start < null_size:
         stop = min(null_size, start + batch)
         scores = list(null_scores(start, stop))
@@ -81,8 +90,11 @@ def key_test(score: float, null_scores: Callable[[int, int], Sequence[float]], n
     return KeyTest((exceed + 1) / (null_size + 1), score, exceed, scored, null_size)
 
 
-def key_randomization(defense: Defense, ctx: Context, suspect: nn.Module, key: Key, nulls: Sequence[Key]) -> KeyTest:
+def key_randomization(defense: Defense, ctx: Context, suspect: nn.Module, key: Key, nulls: Sequence[Key],
+                      alpha: float) -> KeyTest:
     """The key-randomization test of `key` on `suspect` against `nulls` (`Context.null_keys`), scored by the
-    defense's `score_many`; null keys proven below the key's score need not be scored in full."""
+    defense's `score_many` and read at level `alpha` (which sets where it may stop: `stop_count`); null keys
+    proven below the key's score need not be scored in full."""
     own = defense.score_many(ctx, suspect, [key])[0]
-    return key_test(own, lambda start, stop: defense.score_many(ctx, suspect, nulls[start:stop], floor=own), len(nulls))
+    return key_test(own, lambda start, stop: defense.score_many(ctx, suspect, nulls[start:stop], floor=own), len(nulls),
+                    stop_count(alpha, len(nulls)))

@@ -212,10 +212,11 @@ def failure_reason(e: BaseException) -> str:
     return f"{e.__class__.__name__}: {e}".replace("\n", " ")[:300]
 
 
-def checked(defense: Defense, ctx: Context, suspect: nn.Module, key: Key, nulls: Sequence[Key], unit: str = "") -> Check:
+def checked(defense: Defense, ctx: Context, suspect: nn.Module, key: Key, nulls: Sequence[Key], alpha: float,
+            unit: str = "") -> Check:
     """`key` checked on `suspect` both ways: the defense's own verification at its paper's threshold, and the
-    key-randomization test against `nulls` (`bench.nulls`)."""
-    return Check.of(defense.verify(ctx, suspect, key), key_randomization(defense, ctx, suspect, key, nulls), unit)
+    key-randomization test against `nulls` read at level `alpha` (`bench.nulls`)."""
+    return Check.of(defense.verify(ctx, suspect, key), key_randomization(defense, ctx, suspect, key, nulls, alpha), unit)
 
 
 @runner_task
@@ -230,18 +231,18 @@ def prepare(cfg: RunConfig, defense_name: str, seed: int) -> tuple[Prepared, str
     ctx = wb.context(defense.model_kind, seed, defense_name)
     marked, key = wb.marked(defense, ctx)
     nulls = ctx.null_keys(defense, key)
-    innocent = [checked(defense, ctx, ctx.clean_model(c), key, nulls, unit=c.name) for c in ctx.innocents()]
+    innocent = [checked(defense, ctx, ctx.clean_model(c), key, nulls, cfg.level, unit=c.name) for c in ctx.innocents()]
     parties = []
     for other in range(cfg.n_seeds):
         if other != seed:
             party = wb.context(defense.model_kind, other, defense_name)
             party_key = wb.key(defense, party, owner_secret(other))[0]
-            parties.append(checked(defense, party, marked, party_key, party.null_keys(defense, party_key),
+            parties.append(checked(defense, party, marked, party_key, party.null_keys(defense, party_key), cfg.level,
                                    unit=f"owner of seed {other}"))
     low_label = ctx.low_label_utility(marked)  # None: the kind has no low-label utility, and needs no reference
     prepared = Prepared(defense_name, seed, ctx.utility(ctx.base_model()), ctx.utility(marked), innocent, parties,
                         time.perf_counter() - start, innocent_pool_gap(ctx.profile, ctx.kind_name),
-                        owner_check=checked(defense, ctx, marked, key, nulls),
+                        owner_check=checked(defense, ctx, marked, key, nulls, cfg.level),
                         attacker_scratch_utility=ctx.attacker_scratch_utility(),
                         utility_low_label_clean=ctx.low_label_utility(ctx.base_model()),
                         utility_low_label_marked=low_label,
@@ -288,14 +289,14 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
             cell, "ok",
             utility_attacked=ctx.utility(outcome.model),
             utility_low_label=ctx.low_label_utility(outcome.model),
-            check=checked(defense, ctx, outcome.model, key, ctx.null_keys(defense, key, avoid=pirate)),
+            check=checked(defense, ctx, outcome.model, key, ctx.null_keys(defense, key, avoid=pirate), cfg.level),
             matched_innocent=None if clean_outcome is None else checked(
-                defense, ctx, clean_outcome.model, key, ctx.null_keys(defense, key, avoid=clean_pirate)),
+                defense, ctx, clean_outcome.model, key, ctx.null_keys(defense, key, avoid=clean_pirate), cfg.level),
             pirate_check=None if pirate is None else checked(
-                defense, ctx, outcome.model, pirate, ctx.null_keys(defense, pirate, marked, avoid=key)),
+                defense, ctx, outcome.model, pirate, ctx.null_keys(defense, pirate, marked, avoid=key), cfg.level),
             pirate_clean_check=None if clean_pirate is None else checked(
                 defense, ctx, clean_outcome.model, clean_pirate,
-                ctx.null_keys(defense, clean_pirate, ctx.base_model(), avoid=key)),
+                ctx.null_keys(defense, clean_pirate, ctx.base_model(), avoid=key), cfg.level),
             attack_report=outcome.report,
         )
         result.identified = result.check.identified

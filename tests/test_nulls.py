@@ -15,7 +15,7 @@ from torch import nn
 from bench.cache import ArtifactCache
 from bench.config import get_profile
 from bench.context import Context, derive_seed
-from bench.nulls import check_alpha, key_randomization, key_test, smallest_p
+from bench.nulls import check_alpha, key_randomization, key_test, smallest_p, stop_count
 from bench.protocols import DefenseBase, Key, Verification, WmbenchError
 
 TRIALS = 4000
@@ -37,7 +37,7 @@ def margin(alpha: float) -> float:
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.01])
-@pytest.mark.parametrize("stop_after", [10, 1000])  # with and without sequential stopping
+@pytest.mark.parametrize("stop_after", [1, 10, 1000])  # with and without sequential stopping
 def test_the_p_value_is_exact_on_exchangeable_continuous_scores(alpha, stop_after):
     rate = rejection_rate(alpha, lambda rng, n: rng.normal(size=n), stop_after=stop_after)
     assert abs(rate - alpha) <= margin(alpha)
@@ -52,22 +52,41 @@ def test_ties_count_against_the_key_so_discrete_scores_stay_valid(alpha):
 
 
 def test_a_key_above_every_null_gets_the_smallest_p_and_a_key_below_stops_early():
-    top = key_test(10.0, lambda a, b: [0.0] * (b - a), 99)
+    top = key_test(10.0, lambda a, b: [0.0] * (b - a), 99, 10)
     assert top.p_value == pytest.approx(smallest_p(99)) == pytest.approx(0.01) and top.smallest
     scored = []
-    low = key_test(-10.0, lambda a, b: scored.append((a, b)) or [0.0] * (b - a), 99)
+    low = key_test(-10.0, lambda a, b: scored.append((a, b)) or [0.0] * (b - a), 99, 10)
     assert low.p_value == 1.0 and low.scored == 10 and scored == [(0, 20)]  # stopped at the 10th null above it
     assert not low.smallest
 
 
+def test_the_stop_is_tied_to_the_level_and_never_changes_a_verdict_at_it_or_finer():
+    assert [stop_count(0.01, 99), stop_count(0.05, 19), stop_count(0.05, 99), stop_count(0.01, 100)] == [1, 1, 5, 2]
+    rng = np.random.default_rng(2)
+    for alpha, null_size in [(0.01, 99), (0.05, 19), (0.05, 99), (0.1, 99)]:
+        h = stop_count(alpha, null_size)
+        for trial in range(400):
+            values = 3 if trial % 2 else 10**6  # ties (a discrete statistic) and none
+            scores = rng.integers(0, values, size=null_size + 1).astype(float)
+            scores[0] += rng.integers(0, 3) * values / 4  # keys from null-like to marked
+            nulls = lambda a, b: scores[1 + a : 1 + b]
+            stopped, full = key_test(scores[0], nulls, null_size, h), key_test(scores[0], nulls, null_size, null_size + 1)
+            assert full.scored == null_size and stopped.scored <= null_size
+            for level in (alpha, alpha / 2, smallest_p(null_size)):
+                assert (stopped.p_value <= level) == (full.p_value <= level), (alpha, null_size, level, scores[0])
+    asked = []
+    low = key_test(-1.0, lambda a, b: asked.append((a, b)) or [0.0] * (b - a), 99, stop_count(0.01, 99))
+    assert low.scored == 1 and low.p_value == 1.0 and asked == [(0, 2)]  # stops at the first null reaching the key
+
+
 def test_nulls_are_scored_in_growing_batches_and_a_nan_statistic_is_no_evidence():
     asked = []
-    full = key_test(0.5, lambda a, b: asked.append((a, b)) or [0.0] * (b - a), 99)
+    full = key_test(0.5, lambda a, b: asked.append((a, b)) or [0.0] * (b - a), 99, 10)
     assert asked == [(0, 20), (20, 60), (60, 99)] and full.scored == 99 and full.smallest
-    nan = key_test(float("nan"), lambda a, b: [0.0] * (b - a), 99)
+    nan = key_test(float("nan"), lambda a, b: [0.0] * (b - a), 99, 10)
     assert nan.p_value == 1.0 and not nan.smallest
     with pytest.raises(ValueError, match="gave 3 scores, not 20"):
-        key_test(0.5, lambda a, b: [0.0] * 3, 99)
+        key_test(0.5, lambda a, b: [0.0] * 3, 99, 10)
 
 
 def test_null_embedding_proves_a_key_below_the_floor_only_when_it_is(make_ctx, make_marked):
@@ -150,11 +169,11 @@ def test_null_keys_make_the_owners_key_exchangeable_on_models_it_did_not_mark(tm
     p_values = []
     for secret in range(400):
         key = scheme.make_key(ctx, secret)
-        p_values.append(key_randomization(scheme, ctx, innocent, key, ctx.null_keys(scheme, key, innocent)).p_value)
+        p_values.append(key_randomization(scheme, ctx, innocent, key, ctx.null_keys(scheme, key, innocent), 0.1).p_value)
     assert abs(np.mean(np.array(p_values) <= 0.1) - 0.1) <= 4 * math.sqrt(0.1 * 0.9 / 400)
     key = scheme.make_key(ctx, 7)
     marked = scheme.watermark(ctx, key)
-    test = key_randomization(scheme, ctx, marked, key, ctx.null_keys(scheme, key, marked))
+    test = key_randomization(scheme, ctx, marked, key, ctx.null_keys(scheme, key, marked), 0.01)
     assert test.p_value == pytest.approx(0.01) and test.smallest
 
 
@@ -192,8 +211,8 @@ def test_on_a_pirated_suspect_owner_null_keys_that_avoid_the_pirates_key_keep_th
     owner = scheme.make_key(ctx, 3)
     pirate = next(scheme.make_key(ctx, s) for s in range(100, 200) if not LabelScheme.keys_collide(owner, scheme.make_key(ctx, s)))
     both = Pirated(owner.tensors["v"].clone(), pirate.params["label"])  # the owner's mark and the pirate's
-    plain = key_randomization(scheme, ctx, both, owner, ctx.null_keys(scheme, owner))
-    fair = key_randomization(scheme, ctx, both, owner, ctx.null_keys(scheme, owner, avoid=pirate))
+    plain = key_randomization(scheme, ctx, both, owner, ctx.null_keys(scheme, owner), 0.1)
+    fair = key_randomization(scheme, ctx, both, owner, ctx.null_keys(scheme, owner, avoid=pirate), 0.01)
     assert plain.p_value > 0.1  # the null keys sharing the pirate's label outscore the owner's own mark
     assert fair.smallest and fair.p_value == pytest.approx(0.01)
     # on pirated suspects the owner never marked, the avoiding test keeps its level
@@ -204,6 +223,6 @@ def test_on_a_pirated_suspect_owner_null_keys_that_avoid_the_pirates_key_keep_th
         if LabelScheme.keys_collide(key, pirate):
             continue  # the harness never pairs an owner with a pirate of the same label
         suspect = Pirated(torch.nn.functional.normalize(torch.randn(16, generator=rng), dim=0), pirate.params["label"])
-        p_values.append(key_randomization(scheme, ctx, suspect, key, ctx.null_keys(scheme, key, avoid=pirate)).p_value)
+        p_values.append(key_randomization(scheme, ctx, suspect, key, ctx.null_keys(scheme, key, avoid=pirate), 0.1).p_value)
     n = len(p_values)
     assert n > 250 and abs(np.mean(np.array(p_values) <= 0.1) - 0.1) <= 4 * math.sqrt(0.1 * 0.9 / n)

@@ -49,7 +49,7 @@ def curve(defense_name: str, seeds: int, shares: list[int], profile: str = "defa
                 outcome = ctx.attacked(piracy, model, f"{EPOCHS}@{share}%")
                 pirate = outcome.pirate_key
                 test = key_randomization(defense, ctx, outcome.model, pirate,
-                                         ctx.null_keys(defense, pirate, model, avoid=key))
+                                         ctx.null_keys(defense, pirate, model, avoid=key), cfg.level)
                 verified[host][share] += test.p_value <= cfg.level
     return verified
 

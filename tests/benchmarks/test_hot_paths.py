@@ -93,7 +93,7 @@ def test_a_key_randomization_test_on_an_innocent_model(benchmark, make_ctx, defe
     ctx = dataclasses.replace(make_ctx(defense.model_kind), defense=defense_name)
     key, suspect = defense.make_key(ctx, 1), ctx.base_model(seed=10_001)
     nulls = ctx.null_keys(defense, key)
-    test = benchmark(key_randomization, defense, ctx, suspect, key, nulls)
+    test = benchmark(key_randomization, defense, ctx, suspect, key, nulls, ctx.profile.alpha)
     assert test.p_value > 0.01
 
 
@@ -151,7 +151,7 @@ def test_a_null_embedding_key_test_on_its_marked_model(benchmark, make_marked):
     forward pass and prove each one short of the key's statistic."""
     defense, ctx, key, marked = make_marked("null_embedding", "classifier", 5)
     nulls = ctx.null_keys(defense, key)
-    test = benchmark(key_randomization, defense, ctx, marked, key, nulls)
+    test = benchmark(key_randomization, defense, ctx, marked, key, nulls, ctx.profile.alpha)
     assert test.smallest
 
 
