@@ -11,11 +11,11 @@ read at.
 
 Sequential stopping (Besag and Clifford, Biometrika 1991): nulls are scored in order, and the test stops as
 soon as h of them reach the key's score, with p = h / (nulls scored). The p-value stays valid at every level.
-h is tied to the level α the run reads its tests at (`stop_count`): h = ⌊αK⌋ + 1, the fewest exceedances that
-rule out p ≤ α, so a stopped test's p = h / scored ≥ h / K exceeds α, and every verdict at α — and at every
-finer level — is the one the full test gives. At α = 0.01 and K = 99, h = 1: a test stops at the first null
-that reaches the key. Read at a coarser level than the run's, the p-values stay valid but can lose power
-against the full test. Nulls are scored in growing batches (2h, 4h, …, the rest): under the null most tests
+h is tied to the level α the run reads its tests at (`stop_count`): h = ⌊αK⌋ + 1, so that after h exceedances
+neither the stopped p = h / scored ≥ h / K nor the full test's p can reach α, and every verdict at α — and at
+every finer level — is the one the full test gives. At α = 0.01 and K = 99, h = 1: a test stops at the first null
+that reaches the key. Read at a coarser level than the run's, the p-values stay valid, but their verdicts can
+differ from the full test's (either way). Nulls are scored in growing batches (2h, 4h, …, the rest): under the null most tests
 stop within the first few; a key that beats them all needs all K."""
 from __future__ import annotations
 

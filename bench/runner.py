@@ -399,6 +399,7 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
     start = time.perf_counter()
     db = ResultsDB(cfg.out, cfg.label)
     _check_same_profile(db, cfg)
+    _check_same_level(db, cfg)
     _check_same_software(db)
     methods = db.meta("methods") or {"defenses": {}, "attacks": {}}
     described = registry.describe_methods(sorted({c.defense for c in plan.cells}), sorted({c.attack for c in plan.cells}))
@@ -494,6 +495,16 @@ def _check_same_profile(db: ResultsDB, cfg: RunConfig) -> None:
                            f"{_changed_keys(recorded, current)}); use another --out, or delete that database to "
                            f"start over")
     db.set_meta(f"profile:{cfg.label}", current)
+
+
+def _check_same_level(db: ResultsDB, cfg: RunConfig) -> None:
+    """Refuse to resume, at another level α, results whose key-randomization tests were read at α: each test
+    stops once its p-value cannot reach its run's α (`bench.nulls.stop_count`), so the two would mix."""
+    recorded = (db.meta("config") or {}).get("alpha")
+    if recorded is not None and float(recorded) != cfg.level and (db.done() or db.prepared()):
+        raise WmbenchError(f"{db.path} holds tests read at α = {float(recorded):g}, not --alpha {cfg.level:g} (a test "
+                           f"stops once its p-value cannot reach its run's α); use another --out, or read this run at "
+                           f"another level with `wmbench report --alpha`")
 
 
 def _check_same_software(db: ResultsDB) -> None:

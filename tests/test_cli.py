@@ -103,6 +103,8 @@ def test_publish_copies_a_run_and_its_summary_into_the_readme(run_config, tmp_pa
     # the run read again at another level: one it resolves (smoke: 19 null keys), and one it does not
     assert main(["report", "--out", str(published), "--profile", "smoke", "--alpha", "0.1"]) == 0
     assert "detected when p ≤ α = 0.1." in (published / "leaderboard.md").read_text()
+    assert "coarser than the run's own α = 0.05" in (published / "leaderboard.md").read_text()
+    assert "warning: Read at α = 0.1, coarser than the run's own α = 0.05" in capsys.readouterr().err
     assert main(["report", "--out", str(published), "--profile", "smoke", "--alpha", "0.01"]) == 2
     assert "finer than the null resolves: 19 null keys" in capsys.readouterr().err
     assert main(["publish", "--from", str(cfg.out), "--to", str(cfg.out)]) == 2

@@ -44,11 +44,12 @@ def test_the_p_value_is_exact_on_exchangeable_continuous_scores(alpha, stop_afte
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.01])
-def test_ties_count_against_the_key_so_discrete_scores_stay_valid(alpha):
+@pytest.mark.parametrize("stop_after", [1, 10])
+def test_ties_count_against_the_key_so_discrete_scores_stay_valid(alpha, stop_after):
     # a statistic with few values (an accuracy on few images): many ties, never more than α rejections
-    rate = rejection_rate(alpha, lambda rng, n: rng.integers(0, 4, size=n).astype(float))
+    rate = rejection_rate(alpha, lambda rng, n: rng.integers(0, 4, size=n).astype(float), stop_after=stop_after)
     assert rate <= alpha + margin(alpha)
-    assert rejection_rate(alpha, lambda rng, n: np.zeros(n)) == 0  # all tied: never detected
+    assert rejection_rate(alpha, lambda rng, n: np.zeros(n), stop_after=stop_after) == 0  # all tied: never detected
 
 
 def test_a_key_above_every_null_gets_the_smallest_p_and_a_key_below_stops_early():
@@ -63,7 +64,7 @@ def test_a_key_above_every_null_gets_the_smallest_p_and_a_key_below_stops_early(
 def test_the_stop_is_tied_to_the_level_and_never_changes_a_verdict_at_it_or_finer():
     assert [stop_count(0.01, 99), stop_count(0.05, 19), stop_count(0.05, 99), stop_count(0.01, 100)] == [1, 1, 5, 2]
     rng = np.random.default_rng(2)
-    for alpha, null_size in [(0.01, 99), (0.05, 19), (0.05, 99), (0.1, 99)]:
+    for alpha, null_size in [(0.01, 99), (0.05, 19), (0.05, 99), (0.1, 99), (0.01, 100), (0.29, 100)]:
         h = stop_count(alpha, null_size)
         for trial in range(400):
             values = 3 if trial % 2 else 10**6  # ties (a discrete statistic) and none

@@ -91,6 +91,15 @@ def test_model_file_of_the_wrong_kind(make_ctx, tmp_path, capsys):
     assert "belongs to defense 'null_embedding'" in capsys.readouterr().err
 
 
+def test_results_read_at_another_level_are_not_resumed(run_config):
+    from bench.runner import run_matrix
+
+    cfg = run_config(defenses=["none"], attacks=["none"])
+    assert run_matrix(cfg, progress=False).failed == 0
+    with pytest.raises(WmbenchError, match=r"holds tests read at α = 0.01, not --alpha 0.05"):
+        run_matrix(run_config(defenses=["none"], attacks=["none"], alpha=0.05), progress=False)
+
+
 def test_results_of_a_changed_profile_are_not_resumed(run_config, monkeypatch):
     import dataclasses
 
