@@ -94,7 +94,7 @@ def timing_table(timing: list, workers: int) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.publish import merge_runs
-    from bench.report import coarser_level_note, write_latex, write_leaderboard
+    from bench.report import write_latex, write_leaderboard
     from bench.results import DB_NAME
 
     out = Path(args.out)
@@ -106,8 +106,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         loaded = write_leaderboard(out, args.profile, args.alpha)
         table = loaded.table
-        if note := coarser_level_note(loaded.alpha, loaded.config):
-            print(f"warning: {note}", file=sys.stderr)
+        if loaded.level_note:
+            print(f"warning: {loaded.level_note}", file=sys.stderr)
     print(f"{len(table)} rows written to {out / 'leaderboard.csv'}, .md, .png and claims.csv")
     if args.latex:
         for path in write_latex(out, args.profile, args.alpha):

@@ -124,6 +124,18 @@ class Loaded:
     methods: dict  # the methods' stored metadata (`stored_methods`)
     paper_table: pd.DataFrame  # the same table read at the papers' thresholds (`leaderboard(rule="paper")`)
 
+    @property
+    def level_note(self) -> str:
+        """A line for a table read at a coarser level than the run's own ("" otherwise): the run's tests stopped
+        once their p-values could not reach its α (`bench.nulls.stop_count`), so their verdicts at a coarser
+        level stay valid but can differ from a run made at that level."""
+        own = run_alpha(self.config)
+        if self.alpha <= own:
+            return ""
+        return (f"Read at α = {self.alpha:g}, coarser than the run's own α = {own:g}: its key-randomization tests "
+                f"stopped once their p-value could not reach {own:g}, so these verdicts are valid at {self.alpha:g} "
+                f"but can differ from those of a run made at {self.alpha:g}.")
+
 
 def load_table(out: Path, profile: str = "default", alpha: float | None = None) -> Loaded:
     """The leaderboard table of the run in `out` and what the views need beside it. An `alpha` finer than the
@@ -141,18 +153,6 @@ def load_table(out: Path, profile: str = "default", alpha: float | None = None) 
                   drop, methods, leaderboard(cells, prepared, alpha, drop, methods, "paper", share))
 
 
-def coarser_level_note(alpha: float, config: dict) -> str:
-    """A line for tables read at a coarser level than the run's own ("" otherwise): the run's tests stopped once
-    their p-values could not reach its α (`bench.nulls.stop_count`), so their verdicts at a coarser level stay
-    valid but can differ from a run made at that level."""
-    own = run_alpha(config)
-    if alpha <= own:
-        return ""
-    return (f"Read at α = {alpha:g}, coarser than the run's own α = {own:g}: its key-randomization tests stopped once "
-            f"their p-value could not reach {own:g}, so these verdicts are valid at {alpha:g} but can differ from "
-            f"those of a run made at {alpha:g}.")
-
-
 def write_leaderboard(out: Path, profile: str = "default", alpha: float | None = None) -> Loaded:
     """Write the run's leaderboard files in `out` (CSV, Markdown, plot, claims); returns what they were made of."""
     out = Path(out)
@@ -166,7 +166,7 @@ def write_leaderboard(out: Path, profile: str = "default", alpha: float | None =
               + f"## Summary\n\n{summary_markdown(table, drop, alpha)}\n"
               + f"## The papers' claims\n\n{claims_markdown(claims)}\n"
               + "## Every row\n\n" + HOW_TO_READ.format(alpha=alpha, drop=drop, gain=WORTH_GAIN, labels=LABELS_PER_CLASS)
-              + (f"\n{note}\n" if (note := coarser_level_note(alpha, config)) else "")
+              + (f"\n{loaded.level_note}\n" if loaded.level_note else "")
               + f"\n{reproducibility_line(db.meta('environment'))}\n\n{software_line(db.meta('software'))}\n"
               + f"\nReproduce with wmbench {__version__}: `{reproduce_command(config)}`\n\n")
     atomic_write(out / "leaderboard.md",
