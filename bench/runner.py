@@ -1,9 +1,10 @@
 """The runner: expands defenses × attacks × strengths × seeds into cells, builds every model once through
 the artifact cache, verifies, and stores each cell's result as soon as it finishes.
 
-Work comes in three waves, each spread over the executor's workers: clean base models (the owners', the
-independent innocents' and the attacker's own), then per (defense, seed) the key, the marked model and the
-innocent checks, then the cells (attack the marked model, attack the clean model too, verify both)."""
+Work is spread over the executor's workers in two streams: first the clean base models (the owners', the
+independent innocents' and the attacker's own), then, per (defense, seed), the key, the marked model and the
+checks no attack changes ("prepare"), followed by the cells (attack the marked model, attack the clean model
+too, verify both), each cell drawn as soon as its (defense, seed) is prepared."""
 from __future__ import annotations
 
 import dataclasses
@@ -315,9 +316,11 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
 @dataclass
 class WaveTiming:
     """One wave of a run: how long it took, and how much work its tasks did (summed task seconds). With
-    `workers` workers, task_s / (wall_s · workers) is how busy they were."""
+    `workers` workers, task_s / (wall_s · workers) is how busy they were. "prepare" and "cells" overlap (a cell
+    starts once its group is prepared), so their wall times add up to more than "prepare + cells", the two
+    together, whose share is the workers' real occupation after the bases."""
 
-    wave: str  # "bases", "prepare" or "cells"
+    wave: str  # "bases", "prepare" (until the last group is prepared), "cells" (from the first), "prepare + cells"
     tasks: int
     wall_s: float
     task_s: float
@@ -428,7 +431,6 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
         elif not isinstance(executor, LocalExecutor):
             raise WmbenchError("--portable needs the local executor's worker processes")
     executor = executor or make_executor("local", cfg.workers)
-    failed_groups: dict[tuple[str, int], str] = {}
     timing = []
     with executor:
         for _, env in executor.map(worker_environment, [(cfg,)]):
@@ -445,28 +447,7 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
         innocent = {b: d for b, d in digests.items() if b in plan.innocents}
         check_innocents_are_distinct(innocent, owned)
         timing.append(WaveTiming("bases", len(bases), time.perf_counter() - wave_start, task_s))
-        wave_start, task_s = time.perf_counter(), 0.0
-        made = _wave(executor, prepare, [(cfg, d, s) for d, s in todo_groups])
-        for (_, d, s), outcome in _with_progress(made, len(todo_groups), "prepare", progress, _prepared_line):
-            if isinstance(outcome, BaseException):
-                failed_groups[(d, s)] = failure_reason(outcome)
-            else:
-                prepared_group, marked_digest = outcome
-                check_innocents_are_distinct(innocent, {marked_digest: f"the marked {d} model of seed {s}"})
-                db.put_prepared(prepared_group)
-                task_s += prepared_group.seconds
-        timing.append(WaveTiming("prepare", len(todo_groups), time.perf_counter() - wave_start, task_s))
-        for c in pending:
-            if (c.defense, c.seed) in failed_groups:
-                db.put_cell(CellResult(c, f"failed: {failed_groups[(c.defense, c.seed)]}"))
-        runnable = [(cfg, c) for c in pending if (c.defense, c.seed) not in failed_groups]
-        wave_start, task_s = time.perf_counter(), 0.0
-        outcomes = (r if isinstance(r, CellResult) else CellResult(args[1], f"failed: worker: {r!r}"[:300])
-                    for args, r in _wave(executor, run_cell, runnable))
-        for result in _with_progress(outcomes, len(runnable), "cells", progress, _cell_line):
-            db.put_cell(result)
-            task_s += result.seconds or 0.0
-        timing.append(WaveTiming("cells", len(runnable), time.perf_counter() - wave_start, task_s))
+        timing += _prepare_and_run_cells(cfg, db, executor, todo_groups, pending, innocent, progress)
     status = {r.cell: r.status for r in db.cells()}
     failed = sum(1 for c in plan.cells if c not in plan.outside and status.get(c) != "ok")
     summary = Summary(len(pending), len(plan.cells) - len(plan.outside) - len(pending), failed,
@@ -477,6 +458,94 @@ def _run_plan(cfg: RunConfig, plan: Plan, executor: Executor | None, progress: b
                                            "workers": cfg.workers, "cells_run": len(pending),
                                            "wall_s": summary.seconds, "waves": [asdict(t) for t in timing]}])
     return summary
+
+
+def _call(task: Callable[..., T], *args: Any) -> T:
+    """One task of a mixed stream: `task(*args)` (a module-level task, so it travels to a worker by name)."""
+    return task(*args)
+
+
+class _Schedule:
+    """The prepare-and-cells stream of a run: every (defense, seed) to prepare first, in order, then the cells,
+    each drawn when a worker frees up: first a cell whose group is prepared (in this run or an earlier one), else
+    one of the group whose preparing began first, which then waits in its worker for the marked model and
+    null keys the cache is building (its attack runs meanwhile); cells of a group whose preparing failed are
+    never drawn. The executor draws lazily, so the stream sees every outcome handled before its next task."""
+
+    def __init__(self, cfg: RunConfig, groups: list[tuple[str, int]], cells: list[CellId]):
+        self.cfg, self.groups, self.cells = cfg, groups, list(cells)
+        self.started = {g: i for i, g in enumerate(groups)}  # groups still being prepared, in hand-out order
+        self.failed: dict[tuple[str, int], str] = {}
+        self.first_cell_at: float | None = None
+
+    def tasks(self) -> Iterator[tuple]:
+        for defense, seed in self.groups:
+            yield prepare, self.cfg, defense, seed
+        while True:
+            self.cells = [c for c in self.cells if (c.defense, c.seed) not in self.failed]
+            if not self.cells:
+                return
+            i = min(range(len(self.cells)),
+                    key=lambda j: (self.started.get((self.cells[j].defense, self.cells[j].seed), -1), j))
+            if self.first_cell_at is None:
+                self.first_cell_at = time.perf_counter()
+            yield run_cell, self.cfg, self.cells.pop(i)
+
+
+def _prepare_and_run_cells(cfg: RunConfig, db: ResultsDB, executor: Executor, groups: list[tuple[str, int]],
+                           cells: list[CellId], innocent: dict[tuple[str, Clean], str],
+                           progress: bool) -> list[WaveTiming]:
+    """Prepare every (defense, seed) of `groups` and run `cells`, in one stream over the workers (`_Schedule`):
+    a cell starts once its group is prepared, or while its group's last steps run, instead of after the last
+    group. A cell's result is stored once its group's preparing has succeeded; if that fails, every cell of the
+    group is stored as failed with its reason. Returns the timing of the prepare wave (until the last group is
+    prepared), of the cells (from the first one drawn) and of both together (the workers' real occupation)."""
+    from tqdm import tqdm
+
+    start, schedule = time.perf_counter(), _Schedule(cfg, groups, cells)
+    prepare_s = cells_s = 0.0
+    prepared_at, ran = start, 0
+    held: dict[tuple[str, int], list[CellResult]] = {}
+    bar = tqdm(total=len(groups) + len(cells), desc="prepare and cells", unit="task", disable=not progress,
+               leave=False)
+    for args, outcome in _wave(executor, _call, schedule.tasks()):
+        bar.update()
+        if args[0] is prepare:
+            group = args[2:]
+            bar.write(_prepared_line((args[1:], outcome)))
+            del schedule.started[group]
+            prepared_at = time.perf_counter()
+            if isinstance(outcome, BaseException):
+                schedule.failed[group] = failure_reason(outcome)
+                held.pop(group, None)
+                for c in cells:
+                    if (c.defense, c.seed) == group:
+                        db.put_cell(CellResult(c, f"failed: {schedule.failed[group]}"))
+                continue
+            prepared_group, marked_digest = outcome
+            check_innocents_are_distinct(innocent, {marked_digest: f"the marked {group[0]} model of seed {group[1]}"})
+            db.put_prepared(prepared_group)
+            prepare_s += prepared_group.seconds
+            for result in held.pop(group, []):
+                db.put_cell(result)
+            continue
+        result = (outcome if isinstance(outcome, CellResult)
+                  else CellResult(args[2], f"failed: worker: {outcome!r}"[:300]))
+        bar.write(_cell_line(result))
+        cells_s, ran = cells_s + (result.seconds or 0.0), ran + 1
+        group = (result.cell.defense, result.cell.seed)
+        if group in schedule.failed:
+            continue  # stored as failed with its group's reason
+        if group in schedule.started:
+            held.setdefault(group, []).append(result)
+        else:
+            db.put_cell(result)
+    bar.close()
+    end = time.perf_counter()
+    cells_from = schedule.first_cell_at or end
+    return [WaveTiming("prepare", len(groups), prepared_at - start, prepare_s),
+            WaveTiming("cells", ran, end - cells_from, cells_s),
+            WaveTiming("prepare + cells", len(groups) + ran, end - start, prepare_s + cells_s)]
 
 
 def _changed_keys(recorded: dict, current: dict, most: int | None = None) -> str:

@@ -8,6 +8,7 @@ from bench.report import write_leaderboard
 from bench.protocols import WmbenchError
 from bench.scoring import COLUMNS
 from bench.results import CellId, ResultsDB
+from bench import runner
 from bench.runner import make_plan, run_cell, run_matrix
 
 REQUIRED = ["defense", "attack", "strength", "n_seeds", "utility_clean", "utility_marked", "utility_attacked",
@@ -150,3 +151,81 @@ def test_the_clean_control_runs_only_in_the_profiles_first_seeds(run_config, mon
     assert cells[0].matched_innocent is not None and cells[1].matched_innocent is None
     row = pd.read_csv(cfg.out / "leaderboard.csv").iloc[0]
     assert row.n_seeds == 2 and row.n_attacked_clean == 1
+
+
+# --- the prepare-and-cells stream --------------------------------------------------------------------------
+
+
+def stream(schedule: runner._Schedule, done: list) -> list:
+    """Draw the schedule's tasks one at a time as a lazy executor does, after each draw handling the outcomes
+    in `done` (a group name: its preparing has finished; ("failed", group): it failed); the drawn tasks, named."""
+    names, tasks = [], schedule.tasks()
+    for event in [None, *done]:
+        if event is not None and event[0] == "failed":
+            schedule.failed[event[1]] = "RuntimeError: boom"
+            del schedule.started[event[1]]
+        elif event is not None:
+            del schedule.started[event]
+        task = next(tasks, None)
+        if task is None:
+            break
+        names.append(task[2:] if task[0] is runner.prepare else (task[2].defense, task[2].seed, task[2].strength))
+    return names
+
+
+def test_a_cell_is_drawn_once_its_group_is_prepared_before_cells_of_groups_still_preparing(run_config):
+    cfg = run_config(defenses=["null_embedding"], attacks=["pruning"])
+    groups = [("null_embedding", 0), ("null_embedding", 1), ("null_embedding", 2)]
+    cells = [CellId("null_embedding", "pruning", s, seed) for s in ("0.5", "0.8") for seed in range(3)]
+    a, b, c = groups
+    # the three groups are handed out first; then seed 2 (prepared first) gives its cells before seed 0's, and
+    # with nothing prepared the group whose preparing began first goes on
+    assert stream(runner._Schedule(cfg, groups, cells), [None, None, c, None, None, a, None, b, None]) == [
+        a, b, c, ("null_embedding", 2, "0.5"), ("null_embedding", 2, "0.8"), ("null_embedding", 0, "0.5"),
+        ("null_embedding", 0, "0.8"), ("null_embedding", 1, "0.5"), ("null_embedding", 1, "0.8")]
+    # a group whose preparing failed gives no cell; a group prepared in an earlier run is ready at once
+    assert stream(runner._Schedule(cfg, [a, b], cells), [None, ("failed", a), None, None, None]) == [
+        a, b, ("null_embedding", 2, "0.5"), ("null_embedding", 2, "0.8"), ("null_embedding", 1, "0.5"),
+        ("null_embedding", 1, "0.8")]
+
+
+class ScriptedExecutor:
+    """Draws every task at once (as the Ray executor does) and returns the outcomes in a scripted order: each
+    cell 'ok' as soon as drawn, each group's preparing last, failed for the groups in `fail`."""
+
+    def __init__(self, prepared: dict, fail: set):
+        self.prepared, self.fail = prepared, fail
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def map(self, fn, tasks):
+        from bench.results import CellResult
+
+        tasks = list(tasks)
+        for args in tasks:
+            if args[0] is run_cell:
+                yield args, CellResult(args[2], "ok", seconds=1.0)
+        for args in tasks:
+            if args[0] is runner.prepare:
+                group = tuple(args[2:])
+                yield args, RuntimeError("embedding diverged") if group in self.fail else (self.prepared[group], "d")
+
+
+def test_a_cell_finished_before_its_group_failed_to_prepare_is_stored_failed(run_config):
+    from bench.results import Prepared
+
+    cfg = run_config(defenses=["null_embedding"], attacks=["pruning"], seeds=2)
+    groups = [("null_embedding", 0), ("null_embedding", 1)]
+    cells = [CellId("null_embedding", "pruning", "0.5", seed) for seed in range(2)]
+    prepared = {g: Prepared(g[0], g[1], 0.9, 0.9, [], [], 2.0) for g in groups}
+    db = ResultsDB(cfg.out, cfg.label)
+    timing = runner._prepare_and_run_cells(cfg, db, ScriptedExecutor(prepared, {groups[1]}), groups, cells, {},
+                                           progress=False)
+    assert {r.cell.seed: r.status for r in db.cells()} == {0: "ok", 1: "failed: RuntimeError: embedding diverged"}
+    assert list(db.prepared()) == [groups[0]]
+    assert [(t.wave, t.tasks, t.task_s) for t in timing] == [("prepare", 2, 2.0), ("cells", 2, 2.0),
+                                                             ("prepare + cells", 4, 4.0)]
