@@ -31,7 +31,7 @@ def test_model_epochs_reports_each_budget(cache_dir):
 
 def test_awencoder_keys_scores_on_each_sample_size(cache_dir):
     out = script("awencoder_keys.py", "--profile", "smoke", "--seeds", "0", "--null-keys", "3",
-                 "--score-images", "16,64", "--encoder-epochs", "1", cache=cache_dir)
+                 "--score-images", "16,64", "--encoder-epochs", "1", "--epsilon", "0.2", cache=cache_dir)
     rows = re.findall(r"^seed 0 (awencoder|awencoder_blackbox) on (\d+) images: owner -?\d\.\d{3}, null keys max "
                       r"-?\d\.\d{3} mean -?\d\.\d{3}, (\d) of 3 reach the owner$", out, re.MULTILINE)
     assert [(r[0], r[1]) for r in rows] == [("awencoder", "16"), ("awencoder_blackbox", "16"),

@@ -3,8 +3,8 @@ black-box flip rate against those of null keys made by the same procedure on the
 key-randomization test's null, docs/statistics.md), and the marked encoder's utility. Models and keys go to the
 artifact cache ($WMBENCH_CACHE; the portable one, so a `make bench` or `make standard` cache is reused). Run, e.g.:
 
-    python tests/benchmarks/awencoder_keys.py --seeds 0,1,2,3,4 --null-keys 99 [--support 0.25] [--profile standard]
-        [--encoder-epochs 48] [--score-images 128,2000]"""
+    python tests/benchmarks/awencoder_keys.py --seeds 0,1,2,3,4 --null-keys 99 [--profile standard]
+        [--support 0.25] [--epsilon 0.2] [--encoder-epochs 48] [--score-images 128,2000]"""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--null-keys", type=int, default=99)
     parser.add_argument("--support", type=float, help="δ's support fraction (default: the defense's)")
+    parser.add_argument("--epsilon", type=float, help="δ's bound ‖δ‖∞ (default: the defense's)")
     parser.add_argument("--profile", default="default", help="the profile whose data and budgets to use")
     parser.add_argument("--score-images", default=str(awencoder.SCORE_IMAGES),
                         help="held-out images each key is scored on, one or more counts (default: the defenses')")
@@ -38,6 +39,8 @@ def main() -> None:
     white, black = registry.get_defense("awencoder"), registry.get_defense("awencoder_blackbox")
     if args.support is not None:
         type(white).support_fraction = args.support
+    if args.epsilon is not None:
+        type(white).epsilon = args.epsilon
     wb = workbench(RunConfig(profile=args.profile, workers=1, portable=True))
     if args.encoder_epochs is not None:
         wb.profile = dataclasses.replace(wb.profile, encoder_epochs=args.encoder_epochs)
