@@ -4,7 +4,8 @@ the artifact cache, verifies, and stores each cell's result as soon as it finish
 Work is spread over the executor's workers in two streams: first the clean base models (the owners', the
 independent innocents' and the attacker's own), then, per (defense, seed), the key, the marked model and the
 checks no attack changes ("prepare"), followed by the cells (attack the marked model, attack the clean model
-too, verify both), each cell drawn as soon as its (defense, seed) is prepared."""
+too, verify both), each cell drawn once its (defense, seed) is prepared or, at the end of preparing, while
+its checks are made."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +18,7 @@ import signal
 import threading
 import time
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -317,8 +319,8 @@ def run_cell(cfg: RunConfig, cell: CellId) -> CellResult:
 class WaveTiming:
     """One wave of a run: how long it took, and how much work its tasks did (summed task seconds). With
     `workers` workers, task_s / (wall_s · workers) is how busy they were. "prepare" and "cells" overlap (a cell
-    starts once its group is prepared), so their wall times add up to more than "prepare + cells", the two
-    together, whose share is the workers' real occupation after the bases."""
+    starts once its group is prepared, or while its checks run), so their wall times add up to at least that of
+    "prepare + cells", the two together."""
 
     wave: str  # "bases", "prepare" (until the last group is prepared), "cells" (from the first), "prepare + cells"
     tasks: int
@@ -468,21 +470,22 @@ def _call(task: Callable[..., T], *args: Any) -> T:
 class _Schedule:
     """The prepare-and-cells stream of a run: every (defense, seed) to prepare first, in order, then the cells,
     each drawn when a worker frees up: first a cell whose group is prepared (in this run or an earlier one), else
-    one of the group whose preparing began first, which then waits in its worker for the marked model and
-    null keys the cache is building (its attack runs meanwhile); cells of a group whose preparing failed are
-    never drawn. The executor draws lazily, so the stream sees every outcome handled before its next task."""
+    one of the group whose preparing began first, which waits in its worker for the marked model the cache is
+    building, then attacks it while the group's checks run. A lazy executor (the local one) draws after handling
+    every outcome so far, so it never draws a cell of a group in `dropped` (its preparing failed, or is to be
+    redone); an eager one (Ray) draws everything at once, and the caller drops those cells' results."""
 
     def __init__(self, cfg: RunConfig, groups: list[tuple[str, int]], cells: list[CellId]):
         self.cfg, self.groups, self.cells = cfg, groups, list(cells)
         self.started = {g: i for i, g in enumerate(groups)}  # groups still being prepared, in hand-out order
-        self.failed: dict[tuple[str, int], str] = {}
+        self.dropped: set[tuple[str, int]] = set()
         self.first_cell_at: float | None = None
 
     def tasks(self) -> Iterator[tuple]:
         for defense, seed in self.groups:
             yield prepare, self.cfg, defense, seed
         while True:
-            self.cells = [c for c in self.cells if (c.defense, c.seed) not in self.failed]
+            self.cells = [c for c in self.cells if (c.defense, c.seed) not in self.dropped]
             if not self.cells:
                 return
             i = min(range(len(self.cells)),
@@ -496,55 +499,69 @@ def _prepare_and_run_cells(cfg: RunConfig, db: ResultsDB, executor: Executor, gr
                            cells: list[CellId], innocent: dict[tuple[str, Clean], str],
                            progress: bool) -> list[WaveTiming]:
     """Prepare every (defense, seed) of `groups` and run `cells`, in one stream over the workers (`_Schedule`):
-    a cell starts once its group is prepared, or while its group's last steps run, instead of after the last
-    group. A cell's result is stored once its group's preparing has succeeded; if that fails, every cell of the
-    group is stored as failed with its reason. Returns the timing of the prepare wave (until the last group is
-    prepared), of the cells (from the first one drawn) and of both together (the workers' real occupation)."""
+    a cell starts once its group is prepared, or while its group's checks run, instead of after the last group.
+    A cell's result is stored once its group's preparing has succeeded; if that fails, every cell of the group
+    is stored as failed with its reason. A preparing whose worker died (BrokenProcessPool: a crash in another
+    task can take the pool down with it) is redone once, with its group's cells, after the stream. Returns the
+    timing of the prepare wave (until the last group is prepared), of the cells (from the first one drawn; a
+    cell's seconds include its wait for the marked model) and of both together."""
     from tqdm import tqdm
 
-    start, schedule = time.perf_counter(), _Schedule(cfg, groups, cells)
+    start = time.perf_counter()
     prepare_s = cells_s = 0.0
-    prepared_at, ran = start, 0
-    held: dict[tuple[str, int], list[CellResult]] = {}
+    prepared_at, ran, first_cell_at = start, 0, None
     bar = tqdm(total=len(groups) + len(cells), desc="prepare and cells", unit="task", disable=not progress,
                leave=False)
-    for args, outcome in _wave(executor, _call, schedule.tasks()):
-        bar.update()
-        if args[0] is prepare:
-            group = args[2:]
-            bar.write(_prepared_line((args[1:], outcome)))
-            del schedule.started[group]
-            prepared_at = time.perf_counter()
-            if isinstance(outcome, BaseException):
-                schedule.failed[group] = failure_reason(outcome)
-                held.pop(group, None)
-                for c in cells:
-                    if (c.defense, c.seed) == group:
-                        db.put_cell(CellResult(c, f"failed: {schedule.failed[group]}"))
+    todo, redo = (groups, cells), True
+    while True:
+        schedule, held, again = _Schedule(cfg, *todo), {}, []
+        for args, outcome in _wave(executor, _call, schedule.tasks()):
+            bar.update()
+            if args[0] is prepare:
+                group = args[2:]
+                del schedule.started[group]
+                prepared_at = time.perf_counter()
+                if isinstance(outcome, BaseException):
+                    schedule.dropped.add(group)
+                    held.pop(group, None)
+                    if redo and isinstance(outcome, BrokenProcessPool):
+                        bar.write(f"{group[0]} seed {group[1]}: its worker died; it will be prepared again")
+                        again.append(group)
+                        continue
+                    bar.write(_prepared_line((args[1:], outcome)))
+                    for c in todo[1]:
+                        if (c.defense, c.seed) == group:
+                            db.put_cell(CellResult(c, f"failed: {failure_reason(outcome)}"))
+                    continue
+                bar.write(_prepared_line((args[1:], outcome)))
+                prepared_group, marked_digest = outcome
+                check_innocents_are_distinct(innocent,
+                                             {marked_digest: f"the marked {group[0]} model of seed {group[1]}"})
+                db.put_prepared(prepared_group)
+                prepare_s += prepared_group.seconds
+                for result in held.pop(group, []):
+                    db.put_cell(result)
                 continue
-            prepared_group, marked_digest = outcome
-            check_innocents_are_distinct(innocent, {marked_digest: f"the marked {group[0]} model of seed {group[1]}"})
-            db.put_prepared(prepared_group)
-            prepare_s += prepared_group.seconds
-            for result in held.pop(group, []):
+            result = (outcome if isinstance(outcome, CellResult)
+                      else CellResult(args[2], f"failed: worker: {outcome!r}"[:300]))
+            bar.write(_cell_line(result))
+            cells_s, ran = cells_s + (result.seconds or 0.0), ran + 1
+            group = (result.cell.defense, result.cell.seed)
+            if group in schedule.dropped:
+                continue  # stored as failed with its group's reason, or run again with its group
+            if group in schedule.started:
+                held.setdefault(group, []).append(result)
+            else:
                 db.put_cell(result)
-            continue
-        result = (outcome if isinstance(outcome, CellResult)
-                  else CellResult(args[2], f"failed: worker: {outcome!r}"[:300]))
-        bar.write(_cell_line(result))
-        cells_s, ran = cells_s + (result.seconds or 0.0), ran + 1
-        group = (result.cell.defense, result.cell.seed)
-        if group in schedule.failed:
-            continue  # stored as failed with its group's reason
-        if group in schedule.started:
-            held.setdefault(group, []).append(result)
-        else:
-            db.put_cell(result)
+        assert not held, f"cells held for groups whose preparing never reported: {sorted(held)}"
+        first_cell_at = first_cell_at or schedule.first_cell_at
+        if not again or _interrupt.requested:
+            break
+        todo, redo = (again, [c for c in cells if (c.defense, c.seed) in again]), False
     bar.close()
     end = time.perf_counter()
-    cells_from = schedule.first_cell_at or end
     return [WaveTiming("prepare", len(groups), prepared_at - start, prepare_s),
-            WaveTiming("cells", ran, end - cells_from, cells_s),
+            WaveTiming("cells", ran, end - (first_cell_at or end), cells_s),
             WaveTiming("prepare + cells", len(groups) + ran, end - start, prepare_s + cells_s)]
 
 

@@ -191,6 +191,20 @@ def test_a_worker_killed_mid_cell_fails_that_cell_the_run_goes_on_and_a_rerun_co
     assert numbers(cfg.out) == reference and row_counts(cfg.out) == [1] * CELLS
 
 
+def test_two_workers_overlap_preparing_and_cells_and_give_the_one_worker_numbers(tmp_path, reference):
+    """With two workers the second takes a cell while the first prepares its group: the cell waits in the cache
+    for the marked model, and its result is held until the group is prepared. The numbers are the one-worker
+    run's, and the timing table shows the overlap: the two waves' wall times add up to more than the whole
+    exactly when the first cell was drawn before the last group was prepared."""
+    cfg = config(tmp_path, defenses=["null_embedding"], attacks=["pruning"], strengths=["0.5", "0.8", "0.9"],
+                 workers=2)
+    summary = runner.run_matrix(cfg, LocalExecutor(2), progress=False)
+    assert (summary.ran, summary.failed) == (CELLS, 0)
+    assert numbers(cfg.out) == reference and row_counts(cfg.out) == [1] * CELLS
+    wall = {t.wave: t.wall_s for t in summary.timing}
+    assert wall["prepare"] + wall["cells"] > wall["prepare + cells"], summary.timing
+
+
 # --- kill -9, then a rerun ----------------------------------------------------------------------------------
 
 

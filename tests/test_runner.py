@@ -162,7 +162,7 @@ def stream(schedule: runner._Schedule, done: list) -> list:
     names, tasks = [], schedule.tasks()
     for event in [None, *done]:
         if event is not None and event[0] == "failed":
-            schedule.failed[event[1]] = "RuntimeError: boom"
+            schedule.dropped.add(event[1])
             del schedule.started[event[1]]
         elif event is not None:
             del schedule.started[event]
@@ -190,11 +190,12 @@ def test_a_cell_is_drawn_once_its_group_is_prepared_before_cells_of_groups_still
 
 
 class ScriptedExecutor:
-    """Draws every task at once (as the Ray executor does) and returns the outcomes in a scripted order: each
-    cell 'ok' as soon as drawn, each group's preparing last, failed for the groups in `fail`."""
+    """Draws every task of a map at once (as the Ray executor does) and returns the outcomes in the order of that
+    map's script: ("prepare", seed, outcome: an exception or None for the prepared row) and ("cell", seed,
+    strength) for a cell that comes back "ok"."""
 
-    def __init__(self, prepared: dict, fail: set):
-        self.prepared, self.fail = prepared, fail
+    def __init__(self, prepared: dict, *scripts: list):
+        self.prepared, self.scripts = prepared, list(scripts)
 
     def __enter__(self):
         return self
@@ -205,27 +206,41 @@ class ScriptedExecutor:
     def map(self, fn, tasks):
         from bench.results import CellResult
 
-        tasks = list(tasks)
-        for args in tasks:
-            if args[0] is run_cell:
+        tasks, script = list(tasks), self.scripts.pop(0)
+        assert len(tasks) == len(script)
+        for what, seed, x in script:
+            if what == "prepare":
+                args = next(t for t in tasks if t[0] is runner.prepare and t[3] == seed)
+                yield args, x if x is not None else (self.prepared[seed], "digest")
+            else:
+                args = next(t for t in tasks if t[0] is run_cell and (t[2].seed, t[2].strength) == (seed, x))
                 yield args, CellResult(args[2], "ok", seconds=1.0)
-        for args in tasks:
-            if args[0] is runner.prepare:
-                group = tuple(args[2:])
-                yield args, RuntimeError("embedding diverged") if group in self.fail else (self.prepared[group], "d")
 
 
-def test_a_cell_finished_before_its_group_failed_to_prepare_is_stored_failed(run_config):
+def test_cells_are_stored_only_after_their_group_is_prepared_and_fail_with_it(run_config):
+    """A cell back before its group's prepared row is held until that row is stored; a group whose preparing
+    fails stores every cell as failed with its reason, even one that comes back after; a preparing whose worker
+    died is redone once, after the stream, with its cells."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from bench.results import Prepared
 
-    cfg = run_config(defenses=["null_embedding"], attacks=["pruning"], seeds=2)
-    groups = [("null_embedding", 0), ("null_embedding", 1)]
-    cells = [CellId("null_embedding", "pruning", "0.5", seed) for seed in range(2)]
-    prepared = {g: Prepared(g[0], g[1], 0.9, 0.9, [], [], 2.0) for g in groups}
-    db = ResultsDB(cfg.out, cfg.label)
-    timing = runner._prepare_and_run_cells(cfg, db, ScriptedExecutor(prepared, {groups[1]}), groups, cells, {},
-                                           progress=False)
-    assert {r.cell.seed: r.status for r in db.cells()} == {0: "ok", 1: "failed: RuntimeError: embedding diverged"}
-    assert list(db.prepared()) == [groups[0]]
-    assert [(t.wave, t.tasks, t.task_s) for t in timing] == [("prepare", 2, 2.0), ("cells", 2, 2.0),
-                                                             ("prepare + cells", 4, 4.0)]
+    cfg = run_config(defenses=["null_embedding"], attacks=["pruning"], seeds=3)
+    groups = [("null_embedding", seed) for seed in range(3)]
+    cells = [CellId("null_embedding", "pruning", s, seed) for seed in range(3) for s in ("0.5", "0.8")]
+    prepared = {seed: Prepared("null_embedding", seed, 0.9, 0.9, [], [], 2.0) for seed in range(3)}
+    db, log = ResultsDB(cfg.out, cfg.label), []
+    put_cell, put_prepared = db.put_cell, db.put_prepared
+    db.put_cell = lambda r: (log.append((r.cell.seed, r.cell.strength, r.status)), put_cell(r))
+    db.put_prepared = lambda p: (log.append((p.seed, "prepared")), put_prepared(p))
+    executor = ScriptedExecutor(prepared, [
+        ("cell", 0, "0.5"), ("prepare", 0, None), ("cell", 0, "0.8"), ("cell", 1, "0.5"),
+        ("prepare", 1, RuntimeError("embedding diverged")), ("cell", 1, "0.8"), ("prepare", 2, BrokenProcessPool()),
+        ("cell", 2, "0.5"), ("cell", 2, "0.8"),
+    ], [("prepare", 2, None), ("cell", 2, "0.5"), ("cell", 2, "0.8")])
+    timing = runner._prepare_and_run_cells(cfg, db, executor, groups, cells, {}, progress=False)
+    failed = "failed: RuntimeError: embedding diverged"
+    assert log == [(0, "prepared"), (0, "0.5", "ok"), (0, "0.8", "ok"), (1, "0.5", failed), (1, "0.8", failed),
+                   (2, "prepared"), (2, "0.5", "ok"), (2, "0.8", "ok")]
+    assert [(t.wave, t.tasks, t.task_s) for t in timing] == [("prepare", 3, 4.0), ("cells", 8, 8.0),
+                                                             ("prepare + cells", 11, 12.0)]
