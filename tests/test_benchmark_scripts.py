@@ -21,7 +21,7 @@ def script(name: str, *args: str, cache: str) -> str:
 
 def test_model_epochs_reports_each_budget(cache_dir):
     out = script("model_epochs.py", "--profile", "smoke", "--kind", "encoder", "--epochs", "1,2", "--seeds", "0",
-                 cache=cache_dir)
+                 "--width", "16", cache=cache_dir)
     assert re.search(r"^encoder untrained: low-label 0\.\d{3}", out, re.MULTILINE), out
     summaries = re.findall(r"^== encoder (\d+) epochs: utility (0\.\d{3}|1\.000), low-label (0\.\d{3}|1\.000), "
                            r"\d+ s a model \((\d+) training images\)$", out, re.MULTILINE)

@@ -4,7 +4,8 @@ budget buys"): per model kind and epoch budget of a profile's from-scratch recip
 same seed) and the seconds one model takes on one thread, kernels pinned as in portable mode. Models go to the
 artifact cache ($WMBENCH_CACHE; the portable one, shared with awencoder_keys.py). Run, e.g.:
 
-    python tests/benchmarks/model_epochs.py --profile standard --kind encoder --epochs 12,24,48 --seeds 0,1"""
+    python tests/benchmarks/model_epochs.py --profile standard --kind encoder --epochs 12,24,48 --seeds 0,1
+        [--width 32] [--train-limit 36000]"""
 from __future__ import annotations
 
 import argparse
@@ -32,11 +33,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--train-limit", type=int, help="training images of a dataset with a test set (default: "
                                                           "the profile's train_limit)")
+    parser.add_argument("--width", type=int, help="the CNNs' width (default: the profile's)")
     args = parser.parse_args()
     pin_kernels()
     torch.set_num_threads(1)
     wb = workbench(RunConfig(profile=args.profile, workers=1, portable=True))  # the portable cache of a run
     base, data, cache = wb.profile, wb.data, wb.cache
+    if args.width is not None:
+        base = dataclasses.replace(base, width=args.width)
     if args.train_limit is not None:
         base = dataclasses.replace(base, train_limit=args.train_limit)
         data = load_dataset(base.dataset, base.image_size, base.train_limit)
